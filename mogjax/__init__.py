@@ -1,0 +1,57 @@
+"""mogjax: Gaussian mixtures and mean shift in JAX.
+
+The functional core (pure, jittable functions over an immutable parameter pytree)
+and a scikit-learn-style face over it. See DESIGN.md for the layers.
+"""
+
+from mogjax.em import DegenerateCovarianceError, FitResult, e_step, em_step, fit_em
+from mogjax.gaussian import (
+    COVARIANCE_TYPES,
+    log_gaussian_density,
+    mahalanobis,
+    precision_cholesky,
+)
+from mogjax.init import INIT_METHODS, initialize, kmeans, kmeans_plusplus
+from mogjax.mixture import (
+    MixtureParams,
+    aic,
+    bic,
+    log_likelihood,
+    mean_log_likelihood,
+    n_parameters,
+    predict,
+    responsibilities,
+    sample,
+    score_samples,
+)
+from mogjax.suffstats import SufficientStats, m_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "COVARIANCE_TYPES",
+    "INIT_METHODS",
+    "DegenerateCovarianceError",
+    "FitResult",
+    "MixtureParams",
+    "SufficientStats",
+    "aic",
+    "bic",
+    "e_step",
+    "em_step",
+    "fit_em",
+    "initialize",
+    "kmeans",
+    "kmeans_plusplus",
+    "log_gaussian_density",
+    "log_likelihood",
+    "m_step",
+    "mahalanobis",
+    "mean_log_likelihood",
+    "n_parameters",
+    "precision_cholesky",
+    "predict",
+    "responsibilities",
+    "sample",
+    "score_samples",
+]

@@ -1,0 +1,64 @@
+"""Bounded memory: run a function over row blocks of large arrays.
+
+Anything whose intermediate is ``(n, width)`` with a large ``width`` (EM's quadratic
+features, the ``(n, k)`` responsibilities) goes through these helpers, so its peak
+memory is ``O(block_size * width)`` however large ``n`` is. The blocks are a
+``lax.scan`` over the first ``(n // block_size) * block_size`` rows plus one call on
+the remainder, so no padding or masking is needed.
+"""
+
+import jax
+import jax.numpy as jnp
+
+# Elements of one block's widest intermediate: 2**21 float32 = 8 MiB stays in cache
+# levels that keep the matrix products fast (see benchmarks/em.py).
+BLOCK_ELEMENTS = 2**21
+
+
+def choose_block_size(n: int, width: int, block_size: int | None = None) -> int:
+    """Rows per block: ``block_size`` if given, else about ``BLOCK_ELEMENTS / width``."""
+    if block_size is not None:
+        if int(block_size) < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        return min(int(block_size), n)
+    return max(1, min(n, max(256, BLOCK_ELEMENTS // max(width, 1))))
+
+
+def _split(arrays, block_size):
+    n = arrays[0].shape[0]
+    n_full = (n // block_size) * block_size
+    head = [a[:n_full].reshape((n_full // block_size, block_size) + a.shape[1:]) for a in arrays]
+    tail = [a[n_full:] for a in arrays]
+    return head, tail, n_full, n
+
+
+def sum_over_blocks(fn, arrays, block_size: int):
+    """``sum_b fn(*[a[b] for a in arrays])`` over row blocks; ``fn`` returns a pytree."""
+    head, tail, n_full, n = _split(arrays, block_size)
+    total = None
+    if n_full:
+        first = jax.eval_shape(fn, *[h[0] for h in head])
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), first)
+
+        def body(acc, blocks):
+            return jax.tree.map(jnp.add, acc, fn(*blocks)), None
+
+        total, _ = jax.lax.scan(body, zeros, head)
+    if n_full < n:
+        rest = fn(*tail)
+        total = rest if total is None else jax.tree.map(jnp.add, total, rest)
+    return total
+
+
+def map_over_blocks(fn, arrays, block_size: int):
+    """``fn`` applied per row block, outputs concatenated along the first axis."""
+    head, tail, n_full, n = _split(arrays, block_size)
+    parts = []
+    if n_full:
+        out = jax.lax.map(lambda blocks: fn(*blocks), head)
+        parts.append(jax.tree.map(lambda o: o.reshape((n_full,) + o.shape[2:]), out))
+    if n_full < n:
+        parts.append(fn(*tail))
+    if len(parts) == 1:
+        return parts[0]
+    return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), *parts)

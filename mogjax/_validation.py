@@ -1,0 +1,157 @@
+"""Host-side checks at the public boundary: clear errors before any compute.
+
+Everything here runs eagerly on concrete values (never inside ``jit``) and raises
+``ValueError`` or ``TypeError`` naming the argument and what was wrong with it, in
+scikit-learn's wording where scikit-learn has one.
+"""
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mogjax._typing import Array
+
+
+def float_dtype(dtype=None):
+    """The dtype computations run in: float32 by default, float64 with x64 enabled.
+
+    A float32 input stays float32 even when x64 is enabled (as scikit-learn keeps
+    float32); anything else becomes JAX's default float.
+    """
+    if dtype is not None and np.dtype(dtype) == np.float32:
+        return jnp.float32
+    return jnp.result_type(float)
+
+
+def check_data(x, name: str = "X", *, n_features: int | None = None) -> Array:
+    """Validate a data matrix and return it as a JAX float array of shape (n, d)."""
+    if isinstance(x, jax.Array):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name} must be a numeric array, got {type(x).__name__}") from err
+    dtype = np.dtype(arr.dtype)
+    if dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must be numeric (bool, integer or float), got dtype {dtype}"
+            + (" (strings or objects)" if dtype.kind in "OUS" else "")
+        )
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D array of shape (n_samples, n_features), got "
+            f"{arr.ndim}-D with shape {tuple(arr.shape)}; reshape a single feature "
+            "with x.reshape(-1, 1)"
+        )
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} has no rows (shape {tuple(arr.shape)}); at least 1 is required")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has no columns (shape {tuple(arr.shape)}); at least 1 feature is required")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {arr.shape[1]} features, but the model was fitted with "
+            f"{n_features} features"
+        )
+    out = jnp.asarray(arr, dtype=float_dtype(dtype))
+    finite = jnp.isfinite(out)
+    if not bool(jnp.all(finite)):
+        what = "NaN" if bool(jnp.any(jnp.isnan(out))) else "infinity"
+        bad = np.argwhere(~np.asarray(finite))[0]
+        raise ValueError(
+            f"{name} contains {what} (first at row {bad[0]}, column {bad[1]}); "
+            "remove or impute non-finite values"
+        )
+    return out
+
+
+def check_int(value, name: str, minimum: int) -> int:
+    """An integer >= ``minimum`` (bools rejected)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"Invalid value for {name!r}: {value}; it must be >= {minimum}")
+    return int(value)
+
+
+def check_nonnegative(value, name: str) -> float:
+    """A finite real number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"Invalid value for {name!r}: {value}; it must be a finite number >= 0")
+    return float(value)
+
+
+def check_choice(value, name: str, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"Invalid value for {name!r}: {value!r}; it must be one of {tuple(choices)}")
+    return value
+
+
+def check_enough_samples(n_samples: int, n_components: int) -> None:
+    if n_samples < n_components:
+        raise ValueError(
+            f"Expected n_samples >= n_components but got n_components = "
+            f"{n_components}, n_samples = {n_samples}"
+        )
+
+
+def _as_array(value, name: str, shape: tuple, dtype) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"'{name}' must be numeric, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if arr.shape != shape:
+        raise ValueError(f"The parameter '{name}' should have the shape of {shape}, but got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"The parameter '{name}' contains NaN or infinity")
+    return arr
+
+
+def check_weights(weights, n_components: int) -> np.ndarray:
+    """Mixing weights: shape (k,), in [0, 1], summing to one (scikit-learn's checks)."""
+    w = _as_array(weights, "weights", (n_components,), np.float64)
+    if np.any(w < 0) or np.any(w > 1):
+        raise ValueError(
+            "The parameter 'weights' should be in the range [0, 1], but got "
+            f"min value {w.min():.5f}, max value {w.max():.5f}"
+        )
+    if not np.isclose(w.sum(), 1.0, rtol=0, atol=1e-6):
+        raise ValueError(
+            f"The parameter 'weights' should be normalized, but got sum(weights) = {w.sum():.5f}"
+        )
+    return w
+
+
+def check_means(means, n_components: int, n_features: int) -> np.ndarray:
+    return _as_array(means, "means", (n_components, n_features), np.float64)
+
+
+_PRECISION_SHAPES = {
+    "full": lambda k, d: (k, d, d),
+    "tied": lambda k, d: (d, d),
+    "diag": lambda k, d: (k, d),
+    "spherical": lambda k, d: (k,),
+}
+
+
+def check_precisions(precisions, covariance_type: str, n_components: int, n_features: int):
+    """Precisions in scikit-learn's shapes: symmetric positive definite, or positive."""
+    if covariance_type == "identity":
+        raise ValueError(
+            "'precisions' cannot be given with covariance_type='identity': the "
+            "covariances are fixed to the identity"
+        )
+    shape = _PRECISION_SHAPES[covariance_type](n_components, n_features)
+    p = _as_array(precisions, "precisions", shape, np.float64)
+    if covariance_type in ("full", "tied"):
+        mats = p.reshape((-1, n_features, n_features))
+        for mat in mats:
+            if not np.allclose(mat, mat.T) or np.any(np.linalg.eigvalsh(mat) <= 0.0):
+                raise ValueError(f"'{covariance_type} precision' should be symmetric, positive-definite")
+    elif np.any(p <= 0.0):
+        raise ValueError(f"'{covariance_type} precision' should be positive")
+    return p

@@ -1,0 +1,341 @@
+r"""Expectation-maximisation for Gaussian mixtures, compiled end to end.
+
+One iteration is an E-step (responsibilities of the current parameters, reduced at
+once to sufficient statistics) followed by an M-step (``mogjax.suffstats.m_step``):
+
+.. math::
+
+   w_{ij} = \frac{\pi_j f_j(x_i)}{\sum_l \pi_l f_l(x_i)}, \qquad
+   \pi_j = \frac{W_j}{n}, \quad \mu_j = \frac{\sum_i w_{ij} x_i}{W_j}, \quad
+   \Sigma_j = \frac{\sum_i w_{ij}(x_i-\mu_j)(x_i-\mu_j)^T}{W_j} + \mathrm{reg}\, I.
+
+The E-step never holds more than a block of rows: its cost is two matrix products
+per block against the quadratic features of ``mogjax.gaussian``, and its memory
+``O(block * (d^2 + k))`` whatever ``n``.
+"""
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mogjax import _blocks
+from mogjax import _validation as v
+from mogjax import gaussian as gs
+from mogjax._typing import Array, ArrayLike
+from mogjax.init import canonical_init, initialize
+from mogjax.mixture import MixtureParams, is_finite
+from mogjax.suffstats import SufficientStats, block_moments, m_step, stats_from_moments
+
+FAILURE_ADVICE = (
+    "Fitting the mixture model failed because some components have ill-defined "
+    "empirical covariance (for instance caused by singleton or collapsed samples). "
+    "Try to decrease the number of components, increase reg_covar, or scale the "
+    "input data{extra}."
+)
+
+
+class FitResult(NamedTuple):
+    """What a fit returns: the parameters and the whole likelihood curve as data.
+
+    Attributes:
+      params: the fitted ``MixtureParams`` (never NaN).
+      curve: mean log-likelihood per iteration, ``(max_iter + 1,)``: ``curve[0]``
+        for the initial parameters, ``curve[t]`` after ``t`` iterations,
+        ``curve[n_iter]`` the final value, NaN after it.
+      n_iter: iterations taken (an integer array).
+      converged: whether the stopping rule was met before ``max_iter``.
+      degenerate: whether a step produced a non-finite covariance and was undone
+        (the fit stopped at the last finite parameters).
+    """
+
+    params: MixtureParams
+    curve: Array
+    n_iter: Array
+    converged: Array
+    degenerate: Array | bool = False
+
+    @property
+    def final_log_likelihood(self) -> Array:
+        """``curve[n_iter]``: the mean log-likelihood of ``params``."""
+        return self.curve[self.n_iter]
+
+
+class DegenerateCovarianceError(ValueError):
+    """A fit met a covariance that is not positive definite.
+
+    ``result`` holds what was computed up to the failure (finite parameters and
+    the curve so far), so callers can still log it.
+    """
+
+    def __init__(self, message: str, result: FitResult):
+        super().__init__(message)
+        self.result = result
+
+
+def _stats_width(params: MixtureParams) -> int:
+    return gs.n_quadratic_features(params.n_features, params.covariance_type) + params.n_components
+
+
+def e_step(params: MixtureParams, x: Array, *, block_size: int | None = None) -> SufficientStats:
+    """Responsibilities of ``params`` on ``x`` (n, d), reduced to sufficient statistics.
+
+    Returns:
+      ``SufficientStats`` relative to the mixture's mean, with ``log_likelihood``
+      the total log-likelihood of ``params`` on ``x``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> p = MixtureParams(jnp.zeros(1), jnp.zeros((1, 1)), jnp.ones(1), "identity")
+      >>> s = e_step(p, jnp.array([[1.0], [3.0]]))
+      >>> float(s.counts[0]), float(s.sum_x[0, 0] + s.center[0] * s.n)
+      (2.0, 4.0)
+    """
+    cov_type = params.covariance_type
+    d = params.n_features
+    center = params.center
+    theta, offset = gs.precision_features(params.means, params.prec_chol, cov_type, center)
+    log_const = (
+        params.log_weights
+        + gs.half_log_det_precision(params.prec_chol, cov_type, d)
+        - 0.5 * d * jnp.log(2 * jnp.pi).astype(x.dtype)
+    )
+
+    def block(xb):
+        features = gs.quadratic_features(xb - center, cov_type)
+        maha = jnp.maximum(features @ theta + offset, 0.0)
+        log_prob = log_const - 0.5 * maha
+        log_norm = jax.nn.logsumexp(log_prob, axis=1)
+        resp = jnp.exp(log_prob - log_norm[:, None])
+        return jnp.sum(log_norm), jnp.sum(resp, axis=0), resp.T @ features
+
+    rows = _blocks.choose_block_size(x.shape[0], _stats_width(params), block_size)
+    ll, counts, moments = _blocks.sum_over_blocks(block, [x], rows)
+    n = jnp.asarray(x.shape[0], x.dtype)
+    return stats_from_moments(n, ll, center, counts, moments, cov_type)
+
+
+@functools.partial(jax.jit, static_argnames=("equal_weights", "block_size"))
+def em_step(
+    params: MixtureParams, x: ArrayLike, *, reg_covar=1e-6, equal_weights: bool = False,
+    block_size: int | None = None,
+) -> MixtureParams:
+    """One EM iteration: an E-step on ``params``, then the M-step. Jitted.
+
+    Args:
+      params: current parameters.
+      x: data, (n, d).
+      reg_covar: added to the covariance diagonal (traced: no recompilation).
+      equal_weights: keep ``pi_j = 1/k`` (the lecture's update).
+      block_size: rows per block (``None``: chosen from the sizes).
+
+    Returns:
+      The next ``MixtureParams``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> x = jnp.array([[0.0], [2.0]])
+      >>> p = MixtureParams(jnp.zeros(1), jnp.ones((1, 1)), jnp.ones((1, 1, 1)), "full")
+      >>> q = em_step(p, x, reg_covar=0.0)
+      >>> float(q.means[0, 0]), float(q.covariances[0, 0, 0])
+      (1.0, 1.0)
+    """
+    stats = e_step(params, jnp.asarray(x), block_size=block_size)
+    return m_step(stats, reg_covar, equal_weights=equal_weights)
+
+
+def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size) -> FitResult:
+    """The EM loop from ``params``: one ``lax.while_loop``, curve as data.
+
+    Stopping rule (scikit-learn's, so that ``n_iter`` and the parameters match it):
+    after iteration ``t >= 2`` the loop stops when the gain of the *previous*
+    iteration, ``|curve[t-1] - curve[t-2]|``, is below ``tol``. A step whose
+    parameters are not finite is undone and stops the loop (``degenerate``).
+    """
+    stats0 = e_step(params, x, block_size=block_size)
+    curve = jnp.full((max_iter + 1,), jnp.nan, x.dtype).at[0].set(stats0.mean_log_likelihood)
+
+    def cond(c):
+        _, _, _, i, converged, degenerate = c
+        return (i < max_iter) & ~converged & ~degenerate
+
+    def body(c):
+        p, stats, curve, i, _, _ = c
+        new_p = m_step(stats, reg_covar, equal_weights=equal_weights)
+        new_stats = e_step(new_p, x, block_size=block_size)
+        ok = is_finite(new_p) & jnp.isfinite(new_stats.log_likelihood)
+        p, stats = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (new_p, new_stats), (p, stats))
+        i = i + ok.astype(i.dtype)
+        curve = curve.at[i].set(jnp.where(ok, stats.mean_log_likelihood, curve[i]))
+        gain = jnp.abs(curve[jnp.maximum(i - 1, 0)] - curve[jnp.maximum(i - 2, 0)])
+        converged = ok & (i >= 2) & (gain < tol)
+        return p, stats, curve, i, converged, ~ok
+
+    start = (params, stats0, curve, jnp.int32(0), jnp.bool_(False), jnp.bool_(False))
+    params, _, curve, n_iter, converged, degenerate = jax.lax.while_loop(cond, body, start)
+    degenerate = degenerate | ~jnp.isfinite(curve[0])
+    return FitResult(params, curve, n_iter, converged, degenerate)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "n_components", "covariance_type", "init", "max_iter", "equal_weights", "block_size",
+    ),
+)
+def _fit_em_compiled(
+    x, keys, user_init, tol, reg_covar, *, n_components, covariance_type, init,
+    max_iter, equal_weights, block_size,
+) -> tuple[FitResult, FitResult]:
+    """Initialise and run EM for every key with ``vmap``; return (best, all runs)."""
+
+    def one_run(key):
+        params = initialize(
+            key, x, n_components, covariance_type, init, reg_covar,
+            equal_weights=equal_weights, block_size=block_size, **user_init,
+        )
+        return _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size)
+
+    runs = jax.vmap(one_run)(keys)
+    final = jnp.take_along_axis(runs.curve, runs.n_iter[:, None], axis=1)[:, 0]
+    score = jnp.where(runs.degenerate, -jnp.inf, jnp.nan_to_num(final, nan=-jnp.inf))
+    best = jnp.argmax(score)
+    return jax.tree.map(lambda a: a[best], runs), runs
+
+
+def _keys(seed, n_init: int) -> Array:
+    if isinstance(seed, jax.Array) and jnp.issubdtype(seed.dtype, jax.dtypes.prng_key):
+        key = seed
+    else:
+        key = jax.random.key(v.check_int(seed, "seed", 0))
+    return jax.random.split(key, n_init)
+
+
+def check_user_init(init_params, n_components: int, n_features: int, covariance_type: str):
+    """Validate user-given initial values; returns a dict of NumPy arrays.
+
+    ``init_params`` is a ``MixtureParams`` or a mapping with any of ``weights``,
+    ``means``, ``precisions`` (scikit-learn's shapes).
+    """
+    if init_params is None:
+        return {}
+    if isinstance(init_params, MixtureParams):
+        if init_params.covariance_type != covariance_type:
+            raise ValueError(
+                f"init_params has covariance_type {init_params.covariance_type!r}, "
+                f"but the fit asks for {covariance_type!r}"
+            )
+        given = {"weights": init_params.weights, "means": init_params.means}
+        if covariance_type != "identity":
+            given["precisions"] = init_params.precisions
+    else:
+        unknown = set(init_params) - {"weights", "means", "precisions"}
+        if unknown:
+            raise ValueError(f"Unknown keys in init_params: {sorted(unknown)}; "
+                             "expected 'weights', 'means', 'precisions'")
+        given = {key: val for key, val in init_params.items() if val is not None}
+    out = {}
+    if "weights" in given:
+        out["weights"] = v.check_weights(given["weights"], n_components)
+    if "means" in given:
+        out["means"] = v.check_means(given["means"], n_components, n_features)
+    if "precisions" in given:
+        out["precisions"] = v.check_precisions(
+            given["precisions"], covariance_type, n_components, n_features
+        )
+    return out
+
+
+def fit_em(
+    x: ArrayLike,
+    k: int | None = None,
+    *,
+    covariance_type: str = "full",
+    init: str = "kmeans++",
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    n_init: int = 1,
+    seed=0,
+    init_params=None,
+    equal_weights: bool = False,
+    block_size: int | None = None,
+) -> FitResult:
+    r"""Fit a Gaussian mixture by EM; the whole loop is one compiled program.
+
+    ``tol`` and ``reg_covar`` are traced, so a sweep over them compiles once; the
+    sizes, ``covariance_type``, ``init``, ``max_iter``, ``n_init`` and
+    ``equal_weights`` are compiled in. ``n_init`` restarts run side by side with
+    ``vmap`` and the one of highest final log-likelihood wins.
+
+    Stopping rule: as scikit-learn, the fit stops after iteration ``t`` when the
+    previous iteration gained less than ``tol`` in mean log-likelihood,
+    :math:`|\ell_{t-1} - \ell_{t-2}| < \mathrm{tol}` (so ``n_iter``, ``converged``
+    and the parameters equal scikit-learn's from the same start); ``tol=0`` runs
+    all ``max_iter`` iterations.
+
+    Args:
+      x: data, (n, d); float32 unless x64 is enabled (float32 input stays float32).
+      k: number of components (may be omitted when ``init_params`` is a
+        ``MixtureParams``).
+      covariance_type: ``"full"``, ``"tied"``, ``"diag"``, ``"spherical"`` or
+        ``"identity"`` (soft k-means).
+      init: ``"kmeans++"``, ``"kmeans"``, ``"random_from_data"`` (the lecture's)
+        or ``"random"``; see ``mogjax.init``.
+      max_iter: maximum number of EM iterations (>= 0).
+      tol: convergence threshold on the gain in mean log-likelihood (>= 0).
+      reg_covar: non-negative regularisation added to the covariance diagonal.
+      n_init: number of restarts (>= 1), batched with ``vmap``.
+      seed: an integer or a JAX key; restarts use ``jax.random.split(key, n_init)``.
+      init_params: a ``MixtureParams`` to start from, or a mapping with any of
+        ``weights``, ``means``, ``precisions`` (scikit-learn's shapes) replacing
+        what ``init`` gives.
+      equal_weights: keep ``pi_j = 1/k`` fixed: the lecture's update.
+      block_size: rows per block of the E-step (``None``: chosen from the sizes).
+
+    Returns:
+      ``FitResult`` with ``params``, ``curve`` (``max_iter + 1`` entries, NaN
+      after ``n_iter``), ``n_iter``, ``converged`` and ``degenerate``.
+
+    Raises:
+      ValueError: bad input, named; ``DegenerateCovarianceError`` (a
+        ``ValueError``) when every restart met a covariance that is not positive
+        definite, with scikit-learn's advice and the partial result attached.
+
+    Examples:
+      >>> import numpy as np
+      >>> x = np.concatenate([np.random.default_rng(0).normal(m, 1.0, (100, 2)) for m in (-5, 5)])
+      >>> res = fit_em(x, 2, covariance_type="diag", seed=0)
+      >>> sorted(round(float(m)) for m in res.params.means[:, 0])
+      [-5, 5]
+      >>> bool(np.all(np.diff(res.curve[: int(res.n_iter) + 1]) >= -1e-6))
+      True
+    """
+    x = v.check_data(x)
+    n, d = x.shape
+    if isinstance(init_params, MixtureParams) and k is None:
+        k = init_params.n_components
+    if k is None:
+        raise ValueError("k (the number of components) is required unless init_params is given")
+    k = v.check_int(k, "k", 1)
+    gs.check_covariance_type(covariance_type)
+    init = canonical_init(init)
+    max_iter = v.check_int(max_iter, "max_iter", 0)
+    n_init = v.check_int(n_init, "n_init", 1)
+    tol = v.check_nonnegative(tol, "tol")
+    reg_covar = v.check_nonnegative(reg_covar, "reg_covar")
+    v.check_enough_samples(n, k)
+    user_init = check_user_init(init_params, k, d, covariance_type)
+    if block_size is not None:
+        block_size = _blocks.choose_block_size(n, 1, block_size)
+
+    best, _ = _fit_em_compiled(
+        x, _keys(seed, n_init), user_init, jnp.asarray(tol, x.dtype),
+        jnp.asarray(reg_covar, x.dtype), n_components=k, covariance_type=covariance_type,
+        init=init, max_iter=max_iter, equal_weights=bool(equal_weights), block_size=block_size,
+    )
+    if bool(best.degenerate):
+        extra = ", or use float64 (jax_enable_x64)" if x.dtype == jnp.float32 else ""
+        raise DegenerateCovarianceError(FAILURE_ADVICE.format(extra=extra), best)
+    return best

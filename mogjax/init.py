@@ -1,0 +1,217 @@
+"""Initial parameters, shared by EM, gradient ascent and every other algorithm.
+
+Each method picks a first assignment of the points and takes one M-step from it:
+
+``"random_from_data"``
+    The lecture's start: ``k`` distinct points ``S`` drawn uniformly from ``X``;
+    every point is assigned to its nearest centre in ``S``; the first M-step uses
+    those hard weights. (scikit-learn's method of the same name gives each centre
+    only its own point, so its covariances start at ``reg_covar``; ours start from
+    the nearest-centre cells.)
+``"kmeans++"`` (also ``"k-means++"``)
+    As above, with the centres chosen by greedy k-means++ (``2 + log k`` candidates
+    per centre, as scikit-learn).
+``"kmeans"``
+    Lloyd's k-means from k-means++ centres, and its final labels as hard weights
+    (scikit-learn's default).
+``"random"``
+    Uniform random responsibilities, each row normalised (scikit-learn's
+    ``"random"``).
+
+User-given ``weights``, ``means`` and ``precisions`` replace the corresponding
+initialised values, with scikit-learn's semantics: covariances not given are
+estimated from the method's assignment. All randomness comes from an explicit key;
+everything here is jittable and ``vmap``-able over keys.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from mogjax import gaussian as gs
+from mogjax._typing import Array
+from mogjax.mixture import MixtureParams
+from mogjax.suffstats import accumulate, m_step
+
+INIT_METHODS = ("kmeans++", "kmeans", "random_from_data", "random")
+ALIASES = {"k-means++": "kmeans++"}
+
+
+def canonical_init(method: str) -> str:
+    """The canonical name of an init method, or ``ValueError`` listing the choices."""
+    method = ALIASES.get(method, method)
+    if method not in INIT_METHODS:
+        raise ValueError(
+            f"Invalid value for 'init': {method!r}; it must be one of "
+            f"{INIT_METHODS + tuple(ALIASES)}"
+        )
+    return method
+
+
+def _squared_distances(x: Array, centres: Array) -> Array:
+    """``||x_i - c_j||^2``, (n, k), through one matrix product (x already centred)."""
+    xx = jnp.sum(x * x, axis=1)[:, None]
+    cc = jnp.sum(centres * centres, axis=1)[None, :]
+    return jnp.maximum(xx - 2.0 * x @ centres.T + cc, 0.0)
+
+
+def nearest_centre(x: Array, centres: Array) -> Array:
+    """Index of the nearest centre of every point, (n, d), (k, d) -> (n,)."""
+    shift = jnp.mean(centres, axis=0)
+    return jnp.argmin(_squared_distances(x - shift, centres - shift), axis=1)
+
+
+def kmeans_plusplus(key: Array, x: Array, n_clusters: int) -> Array:
+    """Greedy k-means++ centres chosen among the points: (n, d) -> (k, d).
+
+    Each new centre is the best of ``2 + floor(log k)`` candidates drawn with
+    probability proportional to the squared distance to the nearest centre so far.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> x = jnp.array([[0.0], [0.1], [10.0], [10.1]])
+      >>> c = kmeans_plusplus(jax.random.key(0), x, 2)
+      >>> sorted(round(float(v)) for v in c[:, 0])
+      [0, 10]
+    """
+    n, d = x.shape
+    trials = 2 + int(math.log(n_clusters))
+    xc = x - jnp.mean(x, axis=0)
+    xx = jnp.sum(xc * xc, axis=1)
+    key, first_key = jax.random.split(key)
+    first = jax.random.randint(first_key, (), 0, n)
+    d2 = jnp.maximum(xx - 2.0 * xc @ xc[first] + xx[first], 0.0)
+    centres = jnp.zeros((n_clusters, d), x.dtype).at[0].set(xc[first])
+
+    def add_centre(j, carry):
+        centres, d2, key = carry
+        key, sub = jax.random.split(key)
+        logits = jnp.where(d2 > 0, jnp.log(d2), -jnp.inf)
+        logits = jnp.where(jnp.any(d2 > 0), logits, 0.0)  # all covered: uniform
+        cand = jax.random.categorical(sub, logits, shape=(trials,))
+        cand_d2 = jnp.maximum(xx[None] - 2.0 * xc[cand] @ xc.T + xx[cand][:, None], 0.0)
+        new_d2 = jnp.minimum(d2[None], cand_d2)
+        best = jnp.argmin(jnp.sum(new_d2, axis=1))
+        return centres.at[j].set(xc[cand[best]]), new_d2[best], key
+
+    centres, _, _ = jax.lax.fori_loop(1, n_clusters, add_centre, (centres, d2, key))
+    return centres + jnp.mean(x, axis=0)
+
+
+def kmeans(
+    key: Array, x: Array, n_clusters: int, max_iter: int = 100, tol: float = 1e-4
+) -> tuple[Array, Array]:
+    """Lloyd's k-means from k-means++ centres, compiled as one ``while_loop``.
+
+    Stops when the centres move less than ``tol`` times the mean feature variance
+    (scikit-learn's rule) or after ``max_iter`` iterations; a cluster that empties
+    keeps its previous centre.
+
+    Returns:
+      ``(centres, labels)``: (k, d) and (n,).
+    """
+    shift = jnp.mean(x, axis=0)
+    xc = x - shift
+    threshold = tol * jnp.mean(jnp.var(x, axis=0))
+
+    def labels_of(c):
+        return jnp.argmin(_squared_distances(xc, c), axis=1)
+
+    def body(carry):
+        c, _, i = carry
+        labels = labels_of(c)
+        sums = jax.ops.segment_sum(xc, labels, n_clusters)
+        counts = jax.ops.segment_sum(jnp.ones(xc.shape[0], xc.dtype), labels, n_clusters)
+        new = jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None], c)
+        return new, jnp.sum((new - c) ** 2), i + 1
+
+    def cond(carry):
+        _, moved, i = carry
+        return (i < max_iter) & (moved > threshold)
+
+    c0 = kmeans_plusplus(key, x, n_clusters) - shift
+    start = (c0, jnp.asarray(jnp.inf, x.dtype), jnp.int32(0))
+    c, _, _ = jax.lax.while_loop(cond, body, start)
+    return c + shift, labels_of(c)
+
+
+def initial_responsibilities(key: Array, x: Array, n_components: int, method: str) -> Array:
+    """The (n, k) assignment a method starts from (one-hot except for ``"random"``)."""
+    method = canonical_init(method)
+    n = x.shape[0]
+    if method == "random":
+        resp = jax.random.uniform(key, (n, n_components), x.dtype)
+        return resp / jnp.sum(resp, axis=1, keepdims=True)
+    if method == "kmeans":
+        _, labels = kmeans(key, x, n_components)
+    else:
+        if method == "kmeans++":
+            centres = kmeans_plusplus(key, x, n_components)
+        else:
+            centres = x[jax.random.choice(key, n, (n_components,), replace=False)]
+        labels = nearest_centre(x, centres)
+    return jax.nn.one_hot(labels, n_components, dtype=x.dtype)
+
+
+def initialize(
+    key: Array,
+    x: Array,
+    n_components: int,
+    covariance_type: str = "full",
+    method: str = "kmeans++",
+    reg_covar=1e-6,
+    *,
+    weights: Array | None = None,
+    means: Array | None = None,
+    precisions: Array | None = None,
+    equal_weights: bool = False,
+    block_size: int | None = None,
+) -> MixtureParams:
+    """Initial mixture parameters: ``method``'s assignment, then one M-step.
+
+    Args:
+      key: JAX random key.
+      x: data, (n, d), already validated.
+      n_components: ``k``.
+      covariance_type: one of ``COVARIANCE_TYPES``.
+      method: one of ``INIT_METHODS``.
+      reg_covar: added to the covariance diagonal in the M-step.
+      weights, means, precisions: optional user-given values in scikit-learn's
+        shapes (``weights_init``, ``means_init``, ``precisions_init``), validated by
+        the caller; they replace what the method gives.
+      equal_weights: start (and stay, for EM) at ``pi_j = 1/k``.
+      block_size: rows per block of the statistics (``None``: chosen from the size).
+
+    Returns:
+      ``MixtureParams``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> x = jnp.array([[0.0, 0.0], [0.0, 1.0], [9.0, 9.0], [9.0, 10.0]])
+      >>> p = initialize(jax.random.key(0), x, 2, "diag", "kmeans")
+      >>> sorted(float(m) for m in p.means[:, 1])
+      [0.5, 9.5]
+    """
+    dtype = x.dtype
+    if weights is None or means is None or (precisions is None and covariance_type != "identity"):
+        resp = initial_responsibilities(key, x, n_components, method)
+        stats = accumulate(x, resp, covariance_type, block_size=block_size)
+        params = m_step(stats, reg_covar, equal_weights=equal_weights)
+    else:
+        k, d = n_components, x.shape[1]
+        params = MixtureParams(
+            jnp.zeros(k, dtype), jnp.zeros((k, d), dtype),
+            jnp.ones(k, dtype) if covariance_type == "identity" else None, covariance_type,
+        )
+    if weights is not None:
+        w = jnp.asarray(weights, dtype)
+        params = params.replace(log_weights=jnp.log(w / jnp.sum(w)))
+    if means is not None:
+        params = params.replace(means=jnp.asarray(means, dtype))
+    if precisions is not None:
+        chol = gs.precision_cholesky_from_precisions(jnp.asarray(precisions, dtype), covariance_type)
+        params = params.replace(prec_chol=chol)
+    if equal_weights:
+        params = params.replace(log_weights=jnp.full((n_components,), -math.log(n_components), dtype))
+    return params
