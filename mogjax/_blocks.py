@@ -21,44 +21,51 @@ def choose_block_size(n: int, width: int, block_size: int | None = None) -> int:
         if int(block_size) < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
         return min(int(block_size), n)
-    return max(1, min(n, max(256, BLOCK_ELEMENTS // max(width, 1))))
+    rows = max(512, BLOCK_ELEMENTS // max(width, 1)) // 256 * 256  # aligned slices
+    return max(1, min(n, rows))
 
 
-def _split(arrays, block_size):
-    n = arrays[0].shape[0]
-    n_full = (n // block_size) * block_size
-    head = [a[:n_full].reshape((n_full // block_size, block_size) + a.shape[1:]) for a in arrays]
-    tail = [a[n_full:] for a in arrays]
-    return head, tail, n_full, n
+def _block(arrays, start, block_size):
+    return [jax.lax.dynamic_slice_in_dim(a, start, block_size) for a in arrays]
 
 
 def sum_over_blocks(fn, arrays, block_size: int):
-    """``sum_b fn(*[a[b] for a in arrays])`` over row blocks; ``fn`` returns a pytree."""
-    head, tail, n_full, n = _split(arrays, block_size)
+    """``sum_b fn(*[a[b] for a in arrays])`` over row blocks; ``fn`` returns a pytree.
+
+    Blocks are read in place with ``dynamic_slice`` (no copy of the arrays).
+    """
+    n = arrays[0].shape[0]
+    n_blocks, n_full = n // block_size, (n // block_size) * block_size
     total = None
-    if n_full:
-        first = jax.eval_shape(fn, *[h[0] for h in head])
+    if n_blocks == 1:
+        total = fn(*[a[:block_size] for a in arrays])
+    elif n_blocks > 1:
+        first = jax.eval_shape(fn, *[a[:block_size] for a in arrays])
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), first)
 
-        def body(acc, blocks):
-            return jax.tree.map(jnp.add, acc, fn(*blocks)), None
+        def body(i, acc):
+            blocks = _block(arrays, i * block_size, block_size)
+            return jax.tree.map(jnp.add, acc, fn(*blocks))
 
-        total, _ = jax.lax.scan(body, zeros, head)
+        total = jax.lax.fori_loop(0, n_blocks, body, zeros)
     if n_full < n:
-        rest = fn(*tail)
+        rest = fn(*[a[n_full:] for a in arrays])
         total = rest if total is None else jax.tree.map(jnp.add, total, rest)
     return total
 
 
 def map_over_blocks(fn, arrays, block_size: int):
     """``fn`` applied per row block, outputs concatenated along the first axis."""
-    head, tail, n_full, n = _split(arrays, block_size)
+    n = arrays[0].shape[0]
+    n_blocks, n_full = n // block_size, (n // block_size) * block_size
     parts = []
-    if n_full:
-        out = jax.lax.map(lambda blocks: fn(*blocks), head)
+    if n_blocks:
+        out = jax.lax.map(
+            lambda i: fn(*_block(arrays, i * block_size, block_size)), jnp.arange(n_blocks)
+        )
         parts.append(jax.tree.map(lambda o: o.reshape((n_full,) + o.shape[2:]), out))
     if n_full < n:
-        parts.append(fn(*tail))
+        parts.append(fn(*[a[n_full:] for a in arrays]))
     if len(parts) == 1:
         return parts[0]
     return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), *parts)

@@ -74,46 +74,69 @@ class DegenerateCovarianceError(ValueError):
         self.result = result
 
 
-def _stats_width(params: MixtureParams) -> int:
-    return gs.n_quadratic_features(params.n_features, params.covariance_type) + params.n_components
+# Precompute the quadratic features of the data once per fit while they take at most
+# this many bytes (1e6 x 8 float32: 176 MB); above it, every E-step recomputes them
+# block by block, which keeps memory at O(block * D) for any n (benchmarks/em.py).
+FEATURE_CACHE_BYTES = 2**30
 
 
-def e_step(params: MixtureParams, x: Array, *, block_size: int | None = None) -> SufficientStats:
+def _block_statistics(features, theta, offset, log_const):
+    """Log-likelihood, counts and moments of one block of feature rows."""
+    maha = jnp.maximum(features @ theta + offset, 0.0)
+    log_prob = log_const - 0.5 * maha
+    top = jnp.max(log_prob, axis=1, keepdims=True)
+    dens = jnp.exp(log_prob - top)
+    norm = jnp.sum(dens, axis=1, keepdims=True)
+    resp = dens / norm
+    return jnp.sum(jnp.log(norm) + top), jnp.sum(resp, axis=0), resp.T @ features
+
+
+def _e_step(params, data, center, block_size, data_are_features: bool) -> SufficientStats:
+    cov_type = params.covariance_type
+    d = params.n_features
+    theta, offset = gs.precision_features(params.means, params.prec_chol, cov_type, center)
+    log_const = (
+        params.log_weights
+        + gs.half_log_det_precision(params.prec_chol, cov_type, d)
+        - 0.5 * d * jnp.log(2 * jnp.pi).astype(data.dtype)
+    )
+    if data_are_features:
+        block = lambda fb: _block_statistics(fb, theta, offset, log_const)
+    else:
+        block = lambda xb: _block_statistics(
+            gs.quadratic_features(xb - center, cov_type), theta, offset, log_const
+        )
+    width = gs.n_quadratic_features(d, cov_type) + params.n_components
+    rows = _blocks.choose_block_size(data.shape[0], width, block_size)
+    ll, counts, moments = _blocks.sum_over_blocks(block, [data], rows)
+    n = jnp.asarray(data.shape[0], data.dtype)
+    return stats_from_moments(n, ll, center, counts, moments, cov_type)
+
+
+def e_step(
+    params: MixtureParams, x: Array, *, center=None, block_size: int | None = None
+) -> SufficientStats:
     """Responsibilities of ``params`` on ``x`` (n, d), reduced to sufficient statistics.
 
+    Args:
+      params: the mixture.
+      x: data, (n, d).
+      center: the shift of the statistics, (d,) (default: the mean of ``x``).
+      block_size: rows per block (``None``: chosen from the sizes).
+
     Returns:
-      ``SufficientStats`` relative to the mixture's mean, with ``log_likelihood``
-      the total log-likelihood of ``params`` on ``x``.
+      ``SufficientStats`` with ``log_likelihood`` the total log-likelihood of
+      ``params`` on ``x``.
 
     Examples:
       >>> import jax.numpy as jnp
       >>> p = MixtureParams(jnp.zeros(1), jnp.zeros((1, 1)), jnp.ones(1), "identity")
       >>> s = e_step(p, jnp.array([[1.0], [3.0]]))
-      >>> float(s.counts[0]), float(s.sum_x[0, 0] + s.center[0] * s.n)
-      (2.0, 4.0)
+      >>> float(s.counts[0]), float(s.center[0]), float(s.sum_x[0, 0])
+      (2.0, 2.0, 0.0)
     """
-    cov_type = params.covariance_type
-    d = params.n_features
-    center = params.center
-    theta, offset = gs.precision_features(params.means, params.prec_chol, cov_type, center)
-    log_const = (
-        params.log_weights
-        + gs.half_log_det_precision(params.prec_chol, cov_type, d)
-        - 0.5 * d * jnp.log(2 * jnp.pi).astype(x.dtype)
-    )
-
-    def block(xb):
-        features = gs.quadratic_features(xb - center, cov_type)
-        maha = jnp.maximum(features @ theta + offset, 0.0)
-        log_prob = log_const - 0.5 * maha
-        log_norm = jax.nn.logsumexp(log_prob, axis=1)
-        resp = jnp.exp(log_prob - log_norm[:, None])
-        return jnp.sum(log_norm), jnp.sum(resp, axis=0), resp.T @ features
-
-    rows = _blocks.choose_block_size(x.shape[0], _stats_width(params), block_size)
-    ll, counts, moments = _blocks.sum_over_blocks(block, [x], rows)
-    n = jnp.asarray(x.shape[0], x.dtype)
-    return stats_from_moments(n, ll, center, counts, moments, cov_type)
+    center = jnp.mean(x, axis=0) if center is None else center
+    return _e_step(params, x, center, block_size, data_are_features=False)
 
 
 @functools.partial(jax.jit, static_argnames=("equal_weights", "block_size"))
@@ -153,7 +176,15 @@ def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size) -> F
     iteration, ``|curve[t-1] - curve[t-2]|``, is below ``tol``. A step whose
     parameters are not finite is undone and stops the loop (``degenerate``).
     """
-    stats0 = e_step(params, x, block_size=block_size)
+    center = jnp.mean(x, axis=0)
+    cov_type = params.covariance_type
+    width = gs.n_quadratic_features(x.shape[1], cov_type)
+    if x.shape[0] * width * x.dtype.itemsize <= FEATURE_CACHE_BYTES:
+        data, cached = gs.quadratic_features(x - center, cov_type), True
+    else:
+        data, cached = x, False
+    e_step_ = lambda p: _e_step(p, data, center, block_size, cached)
+    stats0 = e_step_(params)
     curve = jnp.full((max_iter + 1,), jnp.nan, x.dtype).at[0].set(stats0.mean_log_likelihood)
 
     def cond(c):
@@ -163,7 +194,7 @@ def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size) -> F
     def body(c):
         p, stats, curve, i, _, _ = c
         new_p = m_step(stats, reg_covar, equal_weights=equal_weights)
-        new_stats = e_step(new_p, x, block_size=block_size)
+        new_stats = e_step_(new_p)
         ok = is_finite(new_p) & jnp.isfinite(new_stats.log_likelihood)
         p, stats = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (new_p, new_stats), (p, stats))
         i = i + ok.astype(i.dtype)
@@ -197,7 +228,10 @@ def _fit_em_compiled(
         )
         return _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size)
 
-    runs = jax.vmap(one_run)(keys)
+    if keys.shape[0] == 1:  # no batch dimension: vmap of size 1 costs ~20% here
+        runs = jax.tree.map(lambda a: a[None], one_run(keys[0]))
+    else:
+        runs = jax.vmap(one_run)(keys)
     final = jnp.take_along_axis(runs.curve, runs.n_iter[:, None], axis=1)[:, 0]
     score = jnp.where(runs.degenerate, -jnp.inf, jnp.nan_to_num(final, nan=-jnp.inf))
     best = jnp.argmax(score)
