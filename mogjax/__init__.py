@@ -4,7 +4,9 @@ The functional core (pure, jittable functions over an immutable parameter pytree
 and a scikit-learn-style face over it. See DESIGN.md for the layers.
 """
 
+from mogjax.datasets import load_iris, load_old_faithful, make_mixture
 from mogjax.em import DegenerateCovarianceError, FitResult, e_step, em_step, fit_em
+from mogjax.estimators import GaussianMixture
 from mogjax.gaussian import (
     COVARIANCE_TYPES,
     log_gaussian_density,
@@ -33,6 +35,7 @@ __all__ = [
     "INIT_METHODS",
     "DegenerateCovarianceError",
     "FitResult",
+    "GaussianMixture",
     "MixtureParams",
     "SufficientStats",
     "aic",
@@ -43,9 +46,12 @@ __all__ = [
     "initialize",
     "kmeans",
     "kmeans_plusplus",
+    "load_iris",
+    "load_old_faithful",
     "log_gaussian_density",
     "log_likelihood",
     "m_step",
+    "make_mixture",
     "mahalanobis",
     "mean_log_likelihood",
     "n_parameters",

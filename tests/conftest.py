@@ -1,0 +1,26 @@
+"""Shared test set-up: float64 everywhere (set before any array exists), small data."""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from mogjax.datasets import make_mixture  # noqa: E402
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")  # the ones scikit-learn has
+
+
+@pytest.fixture(scope="session")
+def blobs():
+    """300 points, 3 well-separated components in 2-D: (x, labels, true_params)."""
+    return make_mixture(0, 300, 3, 2, separation=5.0)
+
+
+@pytest.fixture(scope="session")
+def offset_data():
+    """240 points in 3-D, three overlapping groups, far from the origin (x + 100)."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(m, 1 + 0.3 * m, (80, 3)) for m in (0, 3, 6)])
+    return x + 100.0
