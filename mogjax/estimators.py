@@ -75,8 +75,8 @@ class GaussianMixture:
       >>> import numpy as np
       >>> x = np.concatenate([np.random.default_rng(0).normal(m, 1.0, (100, 2)) for m in (-4, 4)])
       >>> gm = GaussianMixture(2, random_state=0).fit(x)
-      >>> np.sort(gm.means_[:, 0]).round()
-      array([-4.,  4.])
+      >>> np.sort(gm.means_[:, 0]).round().tolist()
+      [-4.0, 4.0]
       >>> gm.predict(x[:3]).shape, gm.predict_proba(x[:3]).sum(axis=1).round(6).tolist()
       ((3,), [1.0, 1.0, 1.0])
     """

@@ -212,11 +212,18 @@ def sample(key: Array, params: MixtureParams, n_samples: int) -> tuple[Array, Ar
     z = jax.random.normal(key_noise, (n_samples, params.n_features), params.means.dtype)
     cov_type, chol = params.covariance_type, params.prec_chol
     if cov_type in ("full", "tied"):
-        # x = mu + U^{-T} z has covariance U^{-T} U^{-1} = (U U^T)^{-1}.
-        chol = jnp.broadcast_to(chol, (params.n_components,) + chol.shape[-2:])[labels]
-        noise = jax.scipy.linalg.solve_triangular(
-            chol, z[..., None], lower=False, trans="T"
-        )[..., 0]
+        # x = mu + U^{-T} z has covariance U^{-T} U^{-1} = (U U^T)^{-1}. One solve per
+        # component against all z keeps memory at O(n d) (no (n, d, d) gather).
+        def colour(u):
+            return jax.scipy.linalg.solve_triangular(u, z.T, lower=False, trans="T").T
+
+        if cov_type == "tied":
+            noise = colour(chol)
+        else:
+            def add_component(acc, j):
+                return acc + jnp.where((labels == j)[:, None], colour(chol[j]), 0.0), None
+
+            noise, _ = jax.lax.scan(add_component, jnp.zeros_like(z), jnp.arange(params.n_components))
     elif cov_type == "diag":
         noise = z / chol[labels]
     else:
