@@ -121,6 +121,8 @@ def _check_x(params: MixtureParams, x) -> Array:
             f"X must have shape (n, {params.n_features}) to match the parameters, "
             f"got {x.shape}"
         )
+    if x.shape[0] == 0:
+        raise ValueError("X has no rows; at least 1 is required")
     return x
 
 
