@@ -70,7 +70,8 @@ def fit_mixture(cfg, x, method: str):
         if method == "em":
             result = mg.fit_em(x, cfg.model.k, max_iter=cfg.algorithm.get("max_iter", 100),
                                tol=cfg.algorithm.get("tol", 1e-3), n_init=cfg.model.n_init,
-                               equal_weights=cfg.model.equal_weights, **model_kwargs(cfg))
+                               equal_weights=cfg.model.equal_weights, verbose=cfg.progress_every,
+                               **model_kwargs(cfg))
         else:
             opt = cfg.optimizer
             result = mg.fit_gradient(

@@ -15,10 +15,12 @@ per block against the quadratic features of ``mogjax.gaussian``, and its memory
 """
 
 import functools
+import logging
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mogjax import _blocks
 from mogjax import _validation as v
@@ -34,6 +36,37 @@ FAILURE_ADVICE = (
     "Try to decrease the number of components, increase reg_covar, or scale the "
     "input data{extra}."
 )
+
+
+progress_logger = logging.getLogger("mogjax.progress")
+
+
+def _report_progress(every, iteration, mean_log_likelihood) -> None:
+    """Host side of the progress callback."""
+    iteration = np.atleast_1d(np.asarray(iteration))
+    values = np.atleast_1d(np.asarray(mean_log_likelihood))
+    due = iteration % every == 0
+    if np.any(due):  # under vmap the device-side stride test cannot skip the call
+        progress_logger.info(
+            "EM iteration %d: mean log-likelihood %s", int(np.max(iteration)),
+            ", ".join(f"{v:.6f}" for v in values[due]),
+        )
+
+
+def report_every(every: int, iteration, value) -> None:
+    """Inside a compiled loop: call ``_report_progress`` when ``iteration % every == 0``.
+
+    ``every = 0`` compiles nothing. The host callback runs only at that stride, so a
+    long fit shows progress without a round trip per iteration (under ``vmap``, with
+    ``n_init > 1``, the condition becomes a select: the call then happens every
+    iteration and the host skips the ones not due).
+    """
+    if every:
+        jax.lax.cond(
+            iteration % every == 0,
+            lambda: jax.debug.callback(functools.partial(_report_progress, every), iteration, value),
+            lambda: None,
+        )
 
 
 class FitResult(NamedTuple):
@@ -168,7 +201,7 @@ def em_step(
     return m_step(stats, reg_covar, equal_weights=equal_weights)
 
 
-def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size) -> FitResult:
+def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verbose=0) -> FitResult:
     """The EM loop from ``params``: one ``lax.while_loop``, curve as data.
 
     Stopping rule (scikit-learn's, so that ``n_iter`` and the parameters match it):
@@ -201,6 +234,7 @@ def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size) -> F
         curve = curve.at[i].set(jnp.where(ok, stats.mean_log_likelihood, curve[i]))
         gain = jnp.abs(curve[jnp.maximum(i - 1, 0)] - curve[jnp.maximum(i - 2, 0)])
         converged = ok & (i >= 2) & (gain < tol)
+        report_every(verbose, i, curve[i])
         return p, stats, curve, i, converged, ~ok
 
     start = (params, stats0, curve, jnp.int32(0), jnp.bool_(False), jnp.bool_(False))
@@ -213,11 +247,12 @@ def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size) -> F
     jax.jit,
     static_argnames=(
         "n_components", "covariance_type", "init", "max_iter", "equal_weights", "block_size",
+        "verbose",
     ),
 )
 def _fit_em_compiled(
     x, keys, user_init, tol, reg_covar, *, n_components, covariance_type, init,
-    max_iter, equal_weights, block_size,
+    max_iter, equal_weights, block_size, verbose=0,
 ) -> tuple[FitResult, FitResult]:
     """Initialise and run EM for every key with ``vmap``; return (best, all runs)."""
 
@@ -226,7 +261,7 @@ def _fit_em_compiled(
             key, x, n_components, covariance_type, init, reg_covar,
             equal_weights=equal_weights, block_size=block_size, **user_init,
         )
-        return _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size)
+        return _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verbose)
 
     if keys.shape[0] == 1:  # no batch dimension: vmap of size 1 costs ~20% here
         runs = jax.tree.map(lambda a: a[None], one_run(keys[0]))
@@ -295,6 +330,7 @@ def fit_em(
     init_params=None,
     equal_weights: bool = False,
     block_size: int | None = None,
+    verbose: int = 0,
 ) -> FitResult:
     r"""Fit a Gaussian mixture by EM; the whole loop is one compiled program.
 
@@ -327,6 +363,9 @@ def fit_em(
         what ``init`` gives.
       equal_weights: keep ``pi_j = 1/k`` fixed: the lecture's update.
       block_size: rows per block of the E-step (``None``: chosen from the sizes).
+      verbose: ``N > 0`` logs progress (iteration, mean log-likelihood) to the
+        ``mogjax.progress`` logger every ``N`` iterations, through a host callback at
+        that stride only; ``0`` (default) is silent and compiles no callback.
 
     Returns:
       ``FitResult`` with ``params``, ``curve`` (``max_iter + 1`` entries, NaN
@@ -368,6 +407,7 @@ def fit_em(
         x, _keys(seed, n_init), user_init, jnp.asarray(tol, x.dtype),
         jnp.asarray(reg_covar, x.dtype), n_components=k, covariance_type=covariance_type,
         init=init, max_iter=max_iter, equal_weights=bool(equal_weights), block_size=block_size,
+        verbose=v.check_int(verbose, "verbose", 0),
     )
     if bool(best.degenerate):
         extra = ", or use float64 (jax_enable_x64)" if x.dtype == jnp.float32 else ""

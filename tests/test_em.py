@@ -221,3 +221,11 @@ def test_degenerate_covariance_raises_with_advice():
     assert bool(partial.degenerate)
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(partial.params)) or int(partial.n_iter) == 0
     assert isinstance(info.value, ValueError)
+
+
+def test_progress_is_reported_at_the_stride_only(offset_data, caplog):
+    with caplog.at_level(logging.INFO, logger="mogjax.progress"):
+        res = mg.fit_em(offset_data, 2, covariance_type="diag", tol=0, max_iter=9, verbose=4)
+    lines = [r.getMessage() for r in caplog.records if r.name == "mogjax.progress"]
+    assert [line.split(":")[0] for line in lines] == ["EM iteration 4", "EM iteration 8"]
+    assert f"{float(res.curve[8]):.6f}" in lines[1]

@@ -154,8 +154,8 @@ def test_fit_script_logs_a_complete_run(store):
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
-def test_multirun_is_one_sweep(store):
-    run_script("fit.py", "-m", "model.k=1,2,3", "tracking.experiment_name=mogjax",
+def test_joblib_multirun_is_one_sweep(store):
+    run_script("fit.py", "-m", "model.k=1,2,3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "tracking.experiment_name=mogjax",
                "tags=[sweeptest]", "tracking.summary_param=model.k", store=store)
     children = runs_of(store, "tags.study = 'sweeptest'")
     assert len(children) == 3
