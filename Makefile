@@ -24,9 +24,9 @@ $(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-## make run: set up .venv and run the main job
+## make run: set up .venv and run the main job (EM vs Adam on Old Faithful, logged to ./mlflow.db)
 run: $(VENV)/.installed
-	$(PY) experiments/faithful.py
+	$(PY) experiments/compare.py
 
 ## make test: set up .venv with the test extra and run every test
 test: $(VENV)/.installed-test

@@ -82,7 +82,7 @@ class MeanShiftConfig:
 @dataclass
 class OptimizerConfig:
     name: str = "adam"
-    learning_rate: float = 0.05
+    learning_rate: Optional[float] = 0.05  # None: the library's default (lbfgs: line search)
     schedule: str = "constant"
     clip_norm: Optional[float] = None
     options: dict[str, Any] = field(default_factory=dict)  # e.g. momentum for sgd

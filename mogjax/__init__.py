@@ -7,6 +7,13 @@ and a scikit-learn-style face over it. See DESIGN.md for the layers.
 from mogjax.datasets import load_iris, load_old_faithful, make_mixture
 from mogjax.em import DegenerateCovarianceError, FitResult, e_step, em_step, fit_em
 from mogjax.estimators import GaussianMixture
+from mogjax.gradient import (
+    GradientResult,
+    UnconstrainedParams,
+    fit_gradient,
+    from_unconstrained,
+    to_unconstrained,
+)
 from mogjax.gaussian import (
     COVARIANCE_TYPES,
     log_gaussian_density,
@@ -36,13 +43,17 @@ __all__ = [
     "DegenerateCovarianceError",
     "FitResult",
     "GaussianMixture",
+    "GradientResult",
     "MixtureParams",
     "SufficientStats",
+    "UnconstrainedParams",
     "aic",
     "bic",
     "e_step",
     "em_step",
     "fit_em",
+    "fit_gradient",
+    "from_unconstrained",
     "initialize",
     "kmeans",
     "kmeans_plusplus",
@@ -60,4 +71,5 @@ __all__ = [
     "responsibilities",
     "sample",
     "score_samples",
+    "to_unconstrained",
 ]

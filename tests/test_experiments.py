@@ -19,7 +19,6 @@ import mogjax as mg
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
-HAVE_GRADIENT = hasattr(mg, "fit_gradient")
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +77,9 @@ GROUP_OPTIONS = [
     ("model.init=random_from_data",), ("optimizer=sgd",), ("tracking=none",),
     ("experiment=lecture_soft_kmeans", "data.n_samples=90"),
     ("experiment=k_selection",),
+    ("algorithm=gradient", "algorithm.steps=20"),
+    ("algorithm=gradient", "optimizer=lbfgs", "algorithm.steps=5"),
+    ("experiment=em_vs_gradient", "data.n_samples=150", "algorithm.max_iter=5"),
 ]
 
 
@@ -85,7 +87,7 @@ GROUP_OPTIONS = [
 def test_every_option_composes_and_runs(cfg_factory, overrides):
     from experiments import fit
 
-    cfg = cfg_factory(*overrides, "tracking.enabled=false", "algorithm.max_iter=5")
+    cfg = cfg_factory(*overrides, "tracking.enabled=false")
     summary = fit.run(cfg)
     assert np.isfinite(summary["final_log_likelihood"]) and summary["n_iter"] >= 1
 
@@ -168,7 +170,6 @@ def test_joblib_multirun_is_one_sweep(store):
     assert "bic_vs_model.k.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}
 
 
-@pytest.mark.skipif(not HAVE_GRADIENT, reason="the gradient optimiser has not landed")
 def test_compare_script_shares_the_start(store):
     proc = run_script("compare.py", "tracking.run_name=compare-test", "algorithm.max_iter=30",
                       store=store)
