@@ -6,7 +6,8 @@ and a scikit-learn-style face over it. See DESIGN.md for the layers.
 
 from mogjax.datasets import load_iris, load_old_faithful, make_mixture
 from mogjax.em import DegenerateCovarianceError, FitResult, e_step, em_step, fit_em
-from mogjax.estimators import GaussianMixture
+from mogjax.bandwidth import estimate_bandwidth
+from mogjax.estimators import GaussianMixture, MeanShift
 from mogjax.gradient import (
     GradientResult,
     UnconstrainedParams,
@@ -21,6 +22,7 @@ from mogjax.gaussian import (
     precision_cholesky,
 )
 from mogjax.init import INIT_METHODS, initialize, kmeans, kmeans_plusplus
+from mogjax.meanshift import MeanShiftResult, mean_shift, mean_shift_step, modes_init
 from mogjax.mixture import (
     MixtureParams,
     aic,
@@ -44,6 +46,8 @@ __all__ = [
     "FitResult",
     "GaussianMixture",
     "GradientResult",
+    "MeanShift",
+    "MeanShiftResult",
     "MixtureParams",
     "SufficientStats",
     "UnconstrainedParams",
@@ -51,6 +55,7 @@ __all__ = [
     "bic",
     "e_step",
     "em_step",
+    "estimate_bandwidth",
     "fit_em",
     "fit_gradient",
     "from_unconstrained",
@@ -65,6 +70,9 @@ __all__ = [
     "make_mixture",
     "mahalanobis",
     "mean_log_likelihood",
+    "mean_shift",
+    "mean_shift_step",
+    "modes_init",
     "n_parameters",
     "precision_cholesky",
     "predict",

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from mogjax import _validation as v
+from mogjax import meanshift as _ms
 from mogjax import mixture as mx
 from mogjax.em import fit_em
 from mogjax.gaussian import check_covariance_type
@@ -243,3 +244,123 @@ class GaussianMixture:
     def _n_parameters(self):
         return mx.n_parameters(self.params_)
 
+
+
+
+class MeanShift:
+    """Mean shift clustering with a Gaussian kernel, with scikit-learn's interface.
+
+    ``bandwidth`` is the Gaussian kernel's standard deviation sigma: every seed
+    moves to the kernel-weighted mean ``sum_x K(x, p) x / sum_x K(x, p)`` with
+    ``K(x, p) = exp(-|x - p|^2 / (2 sigma^2))``, over all the data. scikit-learn's
+    ``MeanShift`` uses a flat kernel: its ``bandwidth`` ``h`` is a radius, and a
+    seed moves to the plain mean of the points within ``h``. The two spread the
+    same per coordinate when ``sigma = h / sqrt(d + 2)`` (``sigma = h / 2`` in 2-D);
+    the same number as sigma smooths much more. All mathematics is in
+    ``mogjax.meanshift``.
+
+    Args:
+      bandwidth: sigma (> 0); None: ``estimate_bandwidth(X) / sqrt(d + 2)``
+        (scikit-learn's estimate, converted to the Gaussian sigma of equal spread).
+      seeds: starting points, (m, d); default every point.
+      bin_seeding: start from the grid cells of width ``bandwidth`` holding at
+        least ``min_bin_freq`` points (ignored when ``seeds`` is given, as in
+        scikit-learn).
+      min_bin_freq: see ``bin_seeding``.
+      cluster_all: if False, points farther than ``bandwidth * sqrt(d + 2)`` from
+        their centre get label -1.
+      n_jobs: accepted for compatibility; unused.
+      max_iter: iterations at most.
+      tol, merge_radius, blurring, block_size: see ``mogjax.mean_shift`` (not in
+        scikit-learn).
+
+    Attributes (after ``fit``):
+      cluster_centers_: (k, d) NumPy array, sorted by cluster size.
+      labels_: (n,) cluster of every training point.
+      n_iter_: iterations run (the most any seed needed).
+      bandwidth_: the sigma used.
+      converged_, curve_ (largest move per iteration, ``n_iter_`` entries),
+      result_ (the ``MeanShiftResult``), n_features_in_.
+
+    Examples:
+      >>> import numpy as np
+      >>> X = np.array([[1, 1], [2, 1], [1, 0], [4, 7], [3, 5], [3, 6]])
+      >>> ms = MeanShift(bandwidth=1.0).fit(X)
+      >>> ms.labels_.tolist(), ms.predict([[0, 0], [5, 5]]).tolist()
+      ([0, 0, 0, 1, 1, 1], [0, 1])
+      >>> ms.cluster_centers_.astype(float).round(2).tolist()
+      [[1.31, 0.69], [3.18, 5.84]]
+    """
+
+    _names = ("bandwidth", "seeds", "bin_seeding", "min_bin_freq", "cluster_all",
+              "n_jobs", "max_iter", "tol", "merge_radius", "blurring", "block_size")
+
+    def __init__(self, *, bandwidth=None, seeds=None, bin_seeding=False,
+                 min_bin_freq=1, cluster_all=True, n_jobs=None, max_iter=300, tol=1e-3,
+                 merge_radius=None, blurring=False, block_size=None):
+        self.bandwidth = bandwidth
+        self.seeds = seeds
+        self.bin_seeding = bin_seeding
+        self.min_bin_freq = min_bin_freq
+        self.cluster_all = cluster_all
+        self.n_jobs = n_jobs
+        self.max_iter = max_iter
+        self.tol = tol
+        self.merge_radius = merge_radius
+        self.blurring = blurring
+        self.block_size = block_size
+
+    def get_params(self, deep=True):
+        return {name: getattr(self, name) for name in self._names}
+
+    def set_params(self, **params):
+        for name, value in params.items():
+            if name not in self._names:
+                raise ValueError(f"Invalid parameter {name!r} for MeanShift")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self):
+        return f"MeanShift(bandwidth={self.bandwidth!r})"
+
+    def fit(self, X, y=None):
+        """Cluster ``X`` (n, d). Returns ``self``."""
+        x = v.check_data(X)
+        bandwidth = self.bandwidth
+        if bandwidth is None:
+            bandwidth = _ms.estimate_bandwidth(x) / np.sqrt(x.shape[1] + 2)
+            if not bandwidth > 0:
+                raise ValueError("The estimated bandwidth is 0 (too many identical "
+                                 "points); give bandwidth explicitly")
+        result = _ms.mean_shift(
+            x, bandwidth, max_iter=self.max_iter, tol=self.tol, seeds=self.seeds,
+            bin_seeding=self.bin_seeding and self.seeds is None,
+            min_bin_freq=self.min_bin_freq,
+            cluster_all=self.cluster_all, merge_radius=self.merge_radius,
+            blurring=self.blurring, block_size=self.block_size,
+        )
+        n_iter = int(result.n_iter)
+        self.result_ = result
+        self.bandwidth_ = float(bandwidth)
+        self.cluster_centers_ = np.asarray(result.centers)
+        self.labels_ = np.asarray(result.labels)
+        self.n_iter_ = n_iter
+        self.converged_ = bool(result.converged)
+        self.curve_ = np.asarray(result.curve[1 : n_iter + 1])
+        self.n_features_in_ = x.shape[1]
+        return self
+
+    def fit_predict(self, X, y=None):
+        """Fit, then return ``labels_``, (n,)."""
+        return self.fit(X).labels_
+
+    def predict(self, X):
+        """Index of the nearest cluster centre of every row of ``X``, (n,)."""
+        if not hasattr(self, "cluster_centers_"):
+            raise ValueError(
+                "This MeanShift instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator."
+            )
+        x = v.check_data(X, n_features=self.n_features_in_)
+        centers = np.asarray(self.cluster_centers_, x.dtype)
+        return np.asarray(_ms.nearest_center(x, centers))
