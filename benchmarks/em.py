@@ -2,7 +2,7 @@
 
 Run it with ``make bench``, or directly::
 
-    .venv/bin/python benchmarks/em.py                       # every case, ~10 minutes on 2 cores
+    .venv/bin/python benchmarks/em.py                       # every case: ~10 min on 2 cores (+5 if gmmx hangs)
     .venv/bin/python benchmarks/em.py --quick --cases diag  # n / 20: a smoke run in seconds
 
 Every (case, library, dtype) runs in its own subprocess: a fresh JAX configuration
@@ -10,7 +10,7 @@ Every (case, library, dtype) runs in its own subprocess: a fresh JAX configurati
 ``OPENBLAS_L2_SIZE`` are unset first: they can make numpy pick a slower kernel.
 All libraries get the same data and the same initial parameters (two EM iterations of
 mogjax in float64 on 20,000 rows) and then run EM with ``tol=0``. Seconds per
-iteration are ``(t(M2) - t(M1)) / (M2 - M1)``, the minimum over repeats, so fixed
+iteration are ``(t(M2) - t(M)) / (M2 - M)``, each t the minimum over repeats, so fixed
 costs (checks, initialisation, scikit-learn's final E-step) cancel. For JAX libraries
 both programs are compiled by a first call; "compile s" is that first call minus a
 steady one. See benchmarks/README.md for the columns.
