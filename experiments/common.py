@@ -1,6 +1,8 @@
 """What fit.py and compare.py share: data from config, timing, fitting, logging a fit."""
 
+import functools
 import logging
+import sys
 import time
 from contextlib import contextmanager
 
@@ -10,6 +12,7 @@ import numpy as np
 import mogjax as mg
 from experiments import tracking
 from experiments.configs import DataName, GradientConfig
+from experiments.interrupt import RunInterrupted, exit_code, hard_exit, interruptible
 
 for _noisy in ("jax._src.xla_bridge", "matplotlib"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
@@ -26,7 +29,7 @@ def load_data(data_cfg) -> tuple[np.ndarray, str]:
         x, _, _ = mg.make_mixture(data_cfg.seed, data_cfg.n_samples, data_cfg.n_components,
                                   data_cfg.n_features, separation=data_cfg.separation)
     else:
-        x = mg.datasets.load_file(data_cfg.path)
+        x = mg.datasets.load_file(data_cfg.path, n_features=data_cfg.columns)
         name = f"file:{data_cfg.path}"
     if data_cfg.standardize:
         x = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
@@ -62,10 +65,15 @@ def model_kwargs(cfg) -> dict:
 
 
 def fit_mixture(cfg, x, method: str):
-    """EM or gradient ascent (``method`` = "em" or an optimiser name), timed.
+    """EM or gradient ascent (``method`` = "em" or an optimiser name), timed, in a
+    worker thread so that Ctrl-C and SIGTERM stop it at once.
 
     Returns ``(result, timing)``.
     """
+    return interruptible(_fit_mixture, cfg, x, method)
+
+
+def _fit_mixture(cfg, x, method: str):
     with stopwatch() as timing:
         if method == "em":
             result = mg.fit_em(x, cfg.model.k, max_iter=cfg.algorithm.get("max_iter", 100),
@@ -94,7 +102,9 @@ def fit_mixture(cfg, x, method: str):
 
 def mixture_summary(result, x, timing) -> dict[str, float]:
     n_iter = int(result.n_iter)
+    extra = {"n_rejected": int(result.n_rejected)} if hasattr(result, "n_rejected") else {}
     return {
+        **extra,
         "final_log_likelihood": float(result.curve[n_iter]),
         "n_iter": n_iter,
         "converged": float(bool(result.converged)),
@@ -106,12 +116,22 @@ def mixture_summary(result, x, timing) -> dict[str, float]:
     }
 
 
+def numerical_warnings(summary: dict) -> str:
+    """What went wrong numerically but did not stop the fit ("" when nothing)."""
+    n = summary.get("n_rejected", 0)
+    return f"{n} gradient steps were not finite and were rejected" if n else ""
+
+
 def log_mixture_fit(cfg, result, x, summary, curve_key="log_likelihood") -> None:
     """Curve, scalars, parameters and plots of a mixture fit into the active run."""
     n_iter = int(result.n_iter)
     tracking.log_curve(curve_key, np.asarray(result.curve[: n_iter + 1]))
     tracking.log_scalars(summary)
+    tracking.set_tags({"degenerate": "false", "numerical_warnings": numerical_warnings(summary)
+                       or "none"})
     tracking.log_params_artifact(result.params)
+    if not cfg.tracking.log_plots:
+        return
     from mogjax.plotting import plot_clusters, plot_curves
 
     tracking.log_figure(plot_curves({curve_key: result.curve}), "curve.png")
@@ -120,7 +140,21 @@ def log_mixture_fit(cfg, result, x, summary, curve_key="log_likelihood") -> None
         tracking.log_figure(plot_clusters(x, labels, params=result.params), "clusters.png")
 
 
+def log_degenerate_fit(err: mg.DegenerateCovarianceError, curve_key="log_likelihood") -> None:
+    """What a fit that met a singular covariance computed before it stopped: the curve
+    up to the failure and the last finite parameters, tagged ``degenerate``."""
+    partial = err.result
+    tracking.set_tags({"degenerate": "true", "numerical_warnings": str(err)})
+    tracking.log_curve(curve_key, np.asarray(partial.curve[: int(partial.n_iter) + 1]))
+    tracking.log_params_artifact(partial.params)
+
+
 def fit_mean_shift(cfg, x):
+    """``mean_shift_fit`` in a worker thread (see ``fit_mixture``)."""
+    return interruptible(_fit_mean_shift, cfg, x)
+
+
+def _fit_mean_shift(cfg, x):
     """Gaussian mean shift with the configured (or estimated) bandwidth, timed.
 
     Returns ``(result, summary)``. An estimated bandwidth is scikit-learn's flat
@@ -148,15 +182,46 @@ def fit_mean_shift(cfg, x):
     return result, summary
 
 
-def log_mean_shift_fit(result, x, summary) -> None:
+def log_mean_shift_fit(cfg, result, x, summary) -> None:
     """Largest shift per iteration, scalars, modes and a plot into the active run."""
-    import mlflow
-
     tracking.log_curve("max_shift", np.asarray(result.curve[1 : int(result.n_iter) + 1]))
     tracking.log_scalars(summary)
-    mlflow.log_dict({"centers": np.asarray(result.centers).tolist()}, "modes.json")
-    if x.shape[1] == 2:
+    tracking.log_dict({"centers": np.asarray(result.centers).tolist()}, "modes.json")
+    if x.shape[1] == 2 and cfg.tracking.log_plots:
         from mogjax.plotting import plot_clusters
 
         fig = plot_clusters(x, np.asarray(result.labels), modes=result.centers)
         tracking.log_figure(fig, "clusters.png")
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+def one_line_errors(main):
+    """For a ``@hydra.main`` function: a bad input, a degenerate fit or an unreachable
+    store prints one ``error:`` line and exits 1 (in a multirun the exception
+    propagates instead, so Hydra records the job as failed, runs the other jobs and
+    reports the failure in the sweep's exit status). Ctrl-C/SIGTERM, once the run is
+    marked KILLED, exits 130/143 at once, a sweep included."""
+
+    @functools.wraps(main)
+    def wrapper(cfg):
+        try:
+            return main(cfg)
+        except (ValueError, tracking.TrackingUnavailable) as err:
+            if _in_multirun():
+                raise
+            print(" ".join(["error:", str(err), *getattr(err, "__notes__", [])]), file=sys.stderr)
+            sys.exit(1)
+        except (KeyboardInterrupt, RunInterrupted) as err:
+            print(f"stopped: {err or 'interrupted by SIGINT'}", file=sys.stderr)
+            hard_exit(exit_code(err))  # a sweep stops too; its parent is closed
+
+    return wrapper

@@ -35,6 +35,7 @@ class DataName(str, Enum):
 class DataConfig:
     name: DataName = DataName.faithful
     path: Optional[str] = None  # for name=file: a .csv or .npy
+    columns: Optional[int] = None  # for name=file: the number of columns it must have
     n_samples: int = 1000  # synthetic only
     n_components: int = 3
     n_features: int = 2
@@ -96,6 +97,8 @@ class TrackingConfig:
     run_name: Optional[str] = None
     summary_param: Optional[str] = None  # multirun: plot a metric against this param
     summary_metric: str = "bic"
+    log_plots: bool = True  # the curve and cluster plots of every run (off: faster sweeps)
+    fallback_dir: str = "mlflow-fallback"  # where a run's results go if the store fails
 
 
 @dataclass

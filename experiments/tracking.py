@@ -4,34 +4,74 @@ Conventions (DESIGN.md, "Experiments and tracking"): the resolved config flatten
 params; tags for git commit, data set and hash, algorithm, seed and sweep; the curve
 as metric ``log_likelihood`` with ``step`` = iteration, written in one ``log_batch``;
 the final parameters as ``params.npz`` + ``params.json`` (no pickle); the resolved
-config; plots.
+config and the package versions; plots.
+
+Runs that fail lose nothing (``start_run``):
+
+- an exception in the body marks the run ``FAILED``, with ``error.txt`` (the
+  traceback) and the tags ``error_type``/``error_message``; Ctrl-C and SIGTERM mark
+  it ``KILLED``. Everything logged before stays.
+- an unreachable store stops the run before any compute (``check_reachable``); a
+  store that fails mid-run does not lose the results: every run also writes what it
+  logs to a local record (``experiments.fallback``), which is moved to
+  ``tracking.fallback_dir`` with the command that uploads it later, and the run
+  exits non-zero (``TrackingUnavailable``).
 """
 
+import atexit
 import hashlib
 import json
+import logging
 import os
+import platform
+import shutil
 import subprocess
 import tempfile
 import time
+import traceback
+import urllib.error
+import urllib.request
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# A tracking server that went away: give up after ~7 s of retries (defaults: ~2 min),
+# then keep the results locally. Set these variables yourself for a flakier network.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
 import mlflow  # noqa: E402
+import requests  # noqa: E402
+import sqlalchemy.exc  # noqa: E402
 from hydra.experimental.callback import Callback  # noqa: E402
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.entities import Metric, Param  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.tracking.context.registry import resolve_tags  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from experiments.fallback import UPLOAD_COMMAND, RunRecord  # noqa: E402
+from experiments.interrupt import EXIT_HOOKS, RunInterrupted, signals_raise  # noqa: E402
 from mogjax.mixture import MixtureParams  # noqa: E402
 
 PARENT_ENV = "MOGJAX_PARENT_RUN_ID"
 SWEEP_ENV = "MOGJAX_SWEEP_ID"
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# What a store that failed raises (a REST call out of retries, a database error).
+TRACKING_ERRORS = (MlflowException, OSError, requests.RequestException,
+                   sqlalchemy.exc.SQLAlchemyError)
+PACKAGES = ("mogjax", "jax", "jaxlib", "numpy", "optax", "mlflow", "hydra-core", "scipy")
+
+log = logging.getLogger(__name__)
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking store cannot be reached (at start) or failed during a run."""
 
 
 def tracking_uri(cfg) -> str:
@@ -40,9 +80,30 @@ def tracking_uri(cfg) -> str:
     return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Raise ``TrackingUnavailable`` naming ``uri`` when it cannot take a run: an
+    HTTP server that does not answer ``/health``, or a sqlite file whose folder is
+    missing. Other stores are left to MLflow."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+        except (OSError, urllib.error.URLError) as err:
+            reason = getattr(err, "reason", err)
+            raise TrackingUnavailable(
+                f"tracking server {uri} is unreachable ({reason}); start it, point "
+                "tracking.uri (or MLFLOW_TRACKING_URI) at a reachable store, or use tracking=none"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise TrackingUnavailable(f"tracking store {uri}: folder {folder} does not exist")
+
+
 def experiment_id(cfg) -> str:
     """Point MLflow at the configured store; get or create the experiment."""
-    mlflow.set_tracking_uri(tracking_uri(cfg))
+    uri = tracking_uri(cfg)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
     client = MlflowClient()
     name = cfg.tracking.experiment_name
     exp = client.get_experiment_by_name(name)
@@ -66,6 +127,25 @@ def git_info() -> dict[str, str]:
     return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
 
 
+def environment() -> dict:
+    """What a re-run needs to match: Python, platform, package versions, JAX's set-up."""
+    import jax
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {
+        "python": platform.python_version(), "platform": platform.platform(),
+        "machine": platform.machine(), "packages": versions,
+        "jax_backend": jax.default_backend(), "jax_devices": jax.device_count(),
+        "jax_enable_x64": bool(jax.config.jax_enable_x64),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
 def data_hash(x) -> str:
     """SHA-256 (first 16 hex digits) of the data's float64 bytes and shape."""
     arr = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
@@ -87,40 +167,182 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
     return out
 
 
+# ------------------------------------------------------------------- open runs
+
+
+@dataclass
+class _OpenRun:
+    run_id: str
+    uri: str
+    record: RunRecord
+    broken: Exception | None = None  # the store's first failure in this run
+
+
+_OPEN: dict[str, _OpenRun] = {}
+_STACK: list[str] = []  # open run ids, innermost last
+
+
+def active_run_id() -> str:
+    if not _STACK:
+        raise RuntimeError("no run is open: use `with tracking.start_run(...)`")
+    return _STACK[-1]
+
+
+def _send(run_id: str, call) -> None:
+    """Make one store call for ``run_id``; a store failure marks the run's store as
+    broken (later calls are skipped, the local record keeps everything)."""
+    state = _OPEN.get(run_id)
+    if state is None:  # not a run of ours (e.g. the sweep parent): plain call
+        call(MlflowClient())
+        return
+    if state.broken is not None:
+        return
+    try:
+        call(MlflowClient(state.uri))
+    except TRACKING_ERRORS as err:
+        state.broken = err
+        log.error("tracking store %s failed (%s); this run's results are kept locally",
+                  state.uri, str(err).splitlines()[0][:300])
+
+
+def _record(run_id: str) -> RunRecord | None:
+    state = _OPEN.get(run_id)
+    return state.record if state else None
+
+
+def _describe_failure(run_id: str, err: BaseException) -> None:
+    """Traceback as ``error.txt`` and the error as tags."""
+    text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    log_text(text, "error.txt", run_id)
+    set_tags({"error_type": type(err).__name__, "error_message": str(err)[:5000]}, run_id)
+
+
 @contextmanager
 def start_run(cfg, run_name: str, tags: dict[str, str], parent_run_id: str | None = None):
-    """An MLflow run (child of ``parent_run_id`` or of the sweep's parent, if any).
+    """Open an MLflow run (a child of ``parent_run_id`` or of the sweep's parent, if
+    any) for the body; yields the ``mlflow.entities.Run``.
 
-    Marked FAILED by MLflow if the body raises; everything logged before stays.
+    Ends ``FINISHED``; ``FAILED`` (traceback in ``error.txt``) if the body raises;
+    ``KILLED`` on Ctrl-C or SIGTERM. If the store failed during the run, the local
+    record is kept under ``tracking.fallback_dir`` and ``TrackingUnavailable`` is
+    raised (unless the body's own exception is already on its way).
     """
+    uri = tracking_uri(cfg)
+    exp_id = experiment_id(cfg)
     parent = parent_run_id or os.environ.get(PARENT_ENV)
     all_tags = {**git_info(), **tags}
+    if parent:
+        all_tags["mlflow.parentRunId"] = parent
     if os.environ.get(SWEEP_ENV):
         all_tags["sweep_id"] = os.environ[SWEEP_ENV]
     if cfg.tags:
         all_tags["study"] = ",".join(cfg.tags)
-    with mlflow.start_run(
-        experiment_id=experiment_id(cfg), run_name=run_name, parent_run_id=parent,
-        nested=mlflow.active_run() is not None, tags=all_tags,
-    ) as run:
-        yield run
+    run = MlflowClient(uri).create_run(exp_id, run_name=run_name, tags=resolve_tags(all_tags))
+    run_id = run.info.run_id
+    record = RunRecord.create({"run_id": run_id, "run_name": run_name, "tracking_uri": uri,
+                               "experiment_name": cfg.tracking.experiment_name,
+                               "tags": all_tags})
+    _OPEN[run_id] = state = _OpenRun(run_id, uri, record)
+    _STACK.append(run_id)
+    status, in_flight = "FINISHED", None
+    try:
+        with signals_raise():
+            yield run
+    except (KeyboardInterrupt, RunInterrupted) as err:
+        status, in_flight = "KILLED", err
+        set_tags({"killed_by": "SIGINT" if isinstance(err, KeyboardInterrupt) else
+                  str(err).rsplit(" ", 1)[-1]}, run_id)
+        raise
+    except BaseException as err:
+        status, in_flight = "FAILED", err
+        _describe_failure(run_id, err)
+        if isinstance(err, Exception):
+            err.add_note(f"(MLflow run {run_id} marked FAILED; traceback in its error.txt)")
+        raise
+    finally:
+        _STACK.remove(run_id)
+        record.update(status=status)
+        _send(run_id, lambda c: c.set_terminated(run_id, status))
+        del _OPEN[run_id]
+        if state.broken is None:
+            record.discard()
+        else:
+            _keep_record(cfg, state, in_flight)
+
+
+def _keep_record(cfg, state: _OpenRun, in_flight: BaseException | None) -> None:
+    folder = state.record.keep(Path(cfg.tracking.fallback_dir))
+    message = (
+        f"tracking store {state.uri} failed during run {state.run_id} "
+        f"({str(state.broken).splitlines()[0][:200]}); its results are kept in {folder}. "
+        f"Upload them later with: {UPLOAD_COMMAND.format(folder=folder, uri=state.uri)}"
+    )
+    if in_flight is None:
+        raise TrackingUnavailable(message)
+    log.error(message)
+
+
+# -------------------------------------------------------------------- logging
+
+
+def set_tags(tags: dict[str, str], run_id: str | None = None) -> None:
+    run_id = run_id or active_run_id()
+    tags = {k: str(v) for k, v in tags.items()}
+    if (record := _record(run_id)) is not None:
+        record.update(tags=tags)
+    _send(run_id, lambda c: [c.set_tag(run_id, k, v) for k, v in tags.items()])
+
+
+def _log_metrics(run_id: str, metrics: list[Metric]) -> None:
+    if (record := _record(run_id)) is not None:
+        record.add_metrics(metrics)
+    _send(run_id, lambda c: c.log_batch(run_id, metrics=metrics))
+
+
+def _log_file(run_id: str, name: str, write) -> None:
+    """``write(path)`` makes the artifact ``name`` (a path inside the run's artifacts)."""
+    record = _record(run_id)
+    if record is not None:
+        path = record.artifact_path(name)
+        write(path)
+        folder = str(Path(name).parent) if Path(name).parent != Path(".") else None
+        _send(run_id, lambda c: c.log_artifact(run_id, str(path), folder))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(name).name
+        write(path)
+        folder = str(Path(name).parent) if Path(name).parent != Path(".") else None
+        _send(run_id, lambda c: c.log_artifact(run_id, str(path), folder))
+
+
+def log_text(text: str, name: str, run_id: str | None = None) -> None:
+    _log_file(run_id or active_run_id(), name, lambda p: p.write_text(text))
+
+
+def log_dict(obj, name: str, run_id: str | None = None) -> None:
+    log_text(json.dumps(obj, indent=2), name, run_id)
 
 
 def log_config(cfg) -> None:
-    """The resolved config as params (one batch) and as ``config.yaml``; Hydra's
-    ``.hydra`` folder too when running under ``@hydra.main``."""
-    run_id = mlflow.active_run().info.run_id
-    params = [Param(k, v[:6000]) for k, v in flatten(cfg).items()]
-    MlflowClient().log_batch(run_id, params=params)
-    mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    """The resolved config as params (one batch) and as ``config.yaml``, the package
+    versions as ``environment.json``; Hydra's ``.hydra`` folder too when running
+    under ``@hydra.main``."""
+    run_id = active_run_id()
+    flat = {k: v[:6000] for k, v in flatten(cfg).items()}
+    if (record := _record(run_id)) is not None:
+        record.update(params=flat)
+    params = [Param(k, v) for k, v in flat.items()]
+    _send(run_id, lambda c: c.log_batch(run_id, params=params))
+    log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    log_dict(environment(), "environment.json")
     try:
         from hydra.core.hydra_config import HydraConfig
 
         hydra_dir = Path(HydraConfig.get().runtime.output_dir) / ".hydra"
     except ValueError:  # not under @hydra.main (tests call run(cfg) directly)
         return
-    if hydra_dir.is_dir():
-        mlflow.log_artifacts(str(hydra_dir), ".hydra")
+    for path in sorted(hydra_dir.glob("*.yaml")):
+        _log_file(run_id, f".hydra/{path.name}", lambda p, src=path: shutil.copy(src, p))
 
 
 def log_curve(key: str, curve, run_id: str | None = None, *, step_scale: float = 1.0) -> None:
@@ -128,24 +350,21 @@ def log_curve(key: str, curve, run_id: str | None = None, *, step_scale: float =
 
     NaN entries (past the end of a fit) are skipped.
     """
-    run_id = run_id or mlflow.active_run().info.run_id
     now = int(time.time() * 1000)
     values = np.asarray(curve, dtype=np.float64)
     metrics = [
         Metric(key, float(v), now, int(round(t * step_scale)))
         for t, v in enumerate(values) if np.isfinite(v)
     ]
-    MlflowClient().log_batch(run_id, metrics=metrics)
+    _log_metrics(run_id or active_run_id(), metrics)
 
 
 def log_scalars(values: dict, run_id: str | None = None) -> None:
-    run_id = run_id or mlflow.active_run().info.run_id
     now = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), now, 0) for k, v in values.items()]
-    MlflowClient().log_batch(run_id, metrics=metrics)
+    _log_metrics(run_id or active_run_id(), [Metric(k, float(v), now, 0) for k, v in values.items()])
 
 
-def log_params_artifact(params: MixtureParams) -> None:
+def log_params_artifact(params: MixtureParams, run_id: str | None = None) -> None:
     """``params.npz`` (loads with ``allow_pickle=False``) and a readable ``params.json``."""
     arrays = {
         "log_weights": np.asarray(params.log_weights),
@@ -159,11 +378,9 @@ def log_params_artifact(params: MixtureParams) -> None:
         "means": np.asarray(params.means).tolist(),
         "covariances": np.asarray(params.covariances).tolist(),
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        np.savez(Path(tmp) / "params.npz", **arrays)
-        (Path(tmp) / "params.json").write_text(json.dumps(readable, indent=2))
-        mlflow.log_artifact(str(Path(tmp) / "params.npz"))
-        mlflow.log_artifact(str(Path(tmp) / "params.json"))
+    run_id = run_id or active_run_id()
+    _log_file(run_id, "params.npz", lambda p: np.savez(p, **arrays))
+    log_dict(readable, "params.json", run_id)
 
 
 def load_run_params(run_id: str, tracking_uri: str | None = None) -> MixtureParams:
@@ -186,11 +403,14 @@ def load_run_params(run_id: str, tracking_uri: str | None = None) -> MixturePara
             )
 
 
-def log_figure(fig, name: str) -> None:
+def log_figure(fig, name: str, run_id: str | None = None) -> None:
     import matplotlib.pyplot as plt
 
-    mlflow.log_figure(fig, name)
+    _log_file(run_id or active_run_id(), name, lambda p: fig.savefig(p))
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------- sweeps
 
 
 class SweepCallback(Callback):
@@ -199,7 +419,10 @@ class SweepCallback(Callback):
     ``on_multirun_start`` opens the parent and hands its id and the sweep id to the
     jobs through environment variables (inherited by joblib/Ray workers); each job's
     run is its child. ``on_multirun_end`` logs the summary plot (e.g. BIC against
-    k) to the parent when ``tracking.summary_param`` is set, and closes it.
+    k) to the parent when ``tracking.summary_param`` is set, and closes it. A sweep
+    that stops early (a failed job, Ctrl-C) never reaches ``on_multirun_end``: the
+    parent is then closed at exit as ``FAILED``, with the summary of the jobs that
+    finished.
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
@@ -213,8 +436,16 @@ class SweepCallback(Callback):
         )
         os.environ[PARENT_ENV] = run.info.run_id
         os.environ[SWEEP_ENV] = sweep_id
+        atexit.register(self._close, config, "FAILED")
+        EXIT_HOOKS.append(lambda: self._close(config, "KILLED"))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        atexit.unregister(self._close)
+        EXIT_HOOKS.clear()
+        self._close(config, "FINISHED")
+
+    @staticmethod
+    def _close(config: DictConfig, status: str) -> None:
         parent = os.environ.pop(PARENT_ENV, None)
         os.environ.pop(SWEEP_ENV, None)
         if not parent:
@@ -229,12 +460,9 @@ class SweepCallback(Callback):
             if len(children) and pcol in children and mcol in children:
                 from mogjax.plotting import plot_metric_against
 
-                xs = children[pcol].astype(float).to_numpy()
-                ys = children[mcol].astype(float).to_numpy()
-                fig = plot_metric_against(xs, ys, xlabel=param, ylabel=metric,
-                                          title=f"{metric} against {param}")
-                import matplotlib.pyplot as plt
-
-                client.log_figure(parent, fig, f"{metric}_vs_{param}.png")
-                plt.close(fig)
-        client.set_terminated(parent)
+                done = children[children[mcol].notna()]
+                fig = plot_metric_against(
+                    done[pcol].astype(float).to_numpy(), done[mcol].astype(float).to_numpy(),
+                    xlabel=param, ylabel=metric, title=f"{metric} against {param}")
+                log_figure(fig, f"{metric}_vs_{param}.png", parent)
+        client.set_terminated(parent, status)

@@ -24,3 +24,27 @@ def offset_data():
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(m, 1 + 0.3 * m, (80, 3)) for m in (0, 3, 6)])
     return x + 100.0
+
+
+@pytest.fixture(scope="module")
+def cfg_factory():
+    """``cfg_factory(*overrides)``: the composed experiment config (Hydra's compose API)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from experiments import configs
+    from tests.mlflow_helpers import CONF
+
+    configs.register()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        yield lambda *overrides: compose("config", overrides=list(overrides))
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One sqlite store per test module (creating one costs seconds); ``cwd`` is its
+    folder, where scripts run."""
+    path = tmp_path_factory.mktemp("mlflow")
+    return {"uri": f"sqlite:///{path / 'mlflow.db'}", "cwd": path}

@@ -2,70 +2,14 @@
 MLflow sqlite store, a real ``mlflow server`` on 127.0.0.1."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 import mogjax as mg
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = str(ROOT / "conf")
-
-
-@pytest.fixture(scope="module")
-def cfg_factory():
-    from experiments import configs
-
-    configs.register()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        yield lambda *overrides: compose("config", overrides=list(overrides))
-    GlobalHydra.instance().clear()
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """One sqlite store for the module (creating one costs seconds)."""
-    path = tmp_path_factory.mktemp("mlflow")
-    return {"uri": f"sqlite:///{path / 'mlflow.db'}", "cwd": path}
-
-
-def run_script(script, *overrides, store=None, check=True):
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    args = [sys.executable, str(ROOT / "experiments" / script), *overrides]
-    if store:
-        args.append(f"tracking.uri={store['uri']}")
-    proc = subprocess.run(args, cwd=store["cwd"] if store else ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{script} failed:\n{proc.stdout}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def client_for(store):
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    mlflow.set_tracking_uri(store["uri"])
-    return MlflowClient(store["uri"])
-
-
-def runs_of(store, filter_string=""):
-    client = client_for(store)
-    exp = client.get_experiment_by_name("mogjax")
-    if exp is None:
-        return []
-    return client.search_runs([exp.experiment_id], filter_string=filter_string)
+from tests.mlflow_helpers import ROOT, client_for, mlflow_server, run_script, runs_of
 
 
 # ----------------------------------------------------------------- composition
@@ -159,20 +103,6 @@ def test_fit_script_logs_a_complete_run(store):
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
-def test_joblib_multirun_is_one_sweep(store):
-    run_script("fit.py", "-m", "model.k=1,2,3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "tracking.experiment_name=mogjax",
-               "tags=[sweeptest]", "tracking.summary_param=model.k", store=store)
-    children = runs_of(store, "tags.study = 'sweeptest'")
-    assert len(children) == 3
-    sweep_ids = {r.data.tags["sweep_id"] for r in children}
-    parents = {r.data.tags["mlflow.parentRunId"] for r in children}
-    assert len(sweep_ids) == 1 and len(parents) == 1
-    client = client_for(store)
-    parent = client.get_run(parents.pop())
-    assert parent.data.tags["sweep_id"] == sweep_ids.pop()
-    assert "bic_vs_model.k.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}
-
-
 def test_compare_script_shares_the_start(store):
     proc = run_script("compare.py", "tracking.run_name=compare-test", "algorithm.max_iter=30",
                       store=store)
@@ -192,33 +122,9 @@ def test_compare_script_shares_the_start(store):
 # ------------------------------------------------------------- tracking server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_fit_against_a_real_mlflow_server(tmp_path):
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not start")
+    with mlflow_server(tmp_path) as server:
+        url = server.url
         run_script("fit.py", f"tracking.uri={url}", "tracking.run_name=server-test",
                    store={"uri": url, "cwd": tmp_path})
         request = urllib.request.Request(
@@ -233,6 +139,3 @@ def test_fit_against_a_real_mlflow_server(tmp_path):
             f"{url}/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=log_likelihood"))
         assert len(history["metrics"]) >= 2
         assert run["info"]["status"] == "FINISHED"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

@@ -1,0 +1,95 @@
+"""Ctrl-C and SIGTERM during a run: stop at once, mark the run KILLED, keep what was logged.
+
+A compiled fit holds the main thread inside XLA, where Python cannot run a signal
+handler until the fit returns. ``interruptible`` therefore runs the compute in a
+worker thread while the main thread waits in short slices, so ``SIGINT``/``SIGTERM``
+reach Python at once; ``signals_raise`` turns ``SIGTERM`` into ``RunInterrupted``,
+which ``tracking.start_run`` records as ``KILLED`` before it propagates.
+"""
+
+import logging
+import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+
+# Called by ``hard_exit`` (e.g. to close a sweep's parent run); see there.
+EXIT_HOOKS: list = []
+
+
+class RunInterrupted(BaseException):
+    """Raised in the main thread by SIGTERM (a ``BaseException``, like
+    ``KeyboardInterrupt``, so that a sweep stops instead of going on)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def exit_code(err: BaseException) -> int:
+    """The shell's convention: 128 + the signal number (130 for Ctrl-C)."""
+    return 128 + (err.signum if isinstance(err, RunInterrupted) else signal.SIGINT)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_interrupted(signum, frame):
+    raise RunInterrupted(signum)
+
+
+@contextmanager
+def signals_raise():
+    """Inside the block, SIGTERM raises ``RunInterrupted`` (SIGINT already raises
+    ``KeyboardInterrupt``). No-op outside the main thread (e.g. in a Ray worker)."""
+    if not _in_main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interruptible(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in a daemon thread; the main thread stays able to take
+    signals. Returns its value or raises its exception.
+
+    If a signal interrupts the wait, the exception propagates at once and the worker
+    is abandoned (it dies with the process).
+    """
+    if not _in_main_thread():
+        return fn(*args, **kwargs)
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as err:  # handed to the main thread below
+            box["error"] = err
+
+    worker = threading.Thread(target=target, name="mogjax-fit", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def hard_exit(code: int) -> None:
+    """Leave the process now, after the runs were marked: flush the output, run
+    ``EXIT_HOOKS``, then ``os._exit``. A normal exit would finalise the interpreter
+    while an abandoned fit may still be inside XLA, which can abort the process."""
+    for hook in list(EXIT_HOOKS):
+        try:
+            hook()
+        except Exception as err:  # an exit hook must not hide the interrupt
+            print(f"while exiting: {err}", file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,152 @@
+"""Re-run a logged run and check that it reproduces, bit for bit.
+
+    python experiments/rerun.py RUN_ID [--tracking-uri URI]
+
+Reads the run's resolved config (``config.yaml``; for a child of ``compare.py``,
+its parent's, with the child's method), its package versions (``environment.json``)
+and its data hash; loads the same data, fits again with the same seed, and compares
+the logged curve (and ``params.npz``) with the new ones. Exit status 0 when they are
+identical, 1 when they differ or the data changed. Nothing is logged.
+
+Same config, seed, data, package versions and machine give bit-identical results;
+the script says which of these differ when the numbers do.
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def _download(client, run_id: str, name: str) -> Path | None:
+    from mlflow.exceptions import MlflowException
+
+    if name not in {a.path for a in client.list_artifacts(run_id)}:
+        return None
+    try:
+        return Path(client.download_artifacts(run_id, name, tempfile.mkdtemp()))
+    except MlflowException:
+        return None
+
+
+def logged_run(client, run_id: str) -> dict:
+    """What the run logged that a re-run needs: config, method, environment, data hash."""
+    run = client.get_run(run_id)
+    tags = run.data.tags
+    method = tags.get("method")
+    if method is None or method == "compare":
+        raise ValueError(f"run {run_id} has no single method to re-run (a compare or sweep "
+                         "parent?); re-run one of its children")
+    config = _download(client, run_id, "config.yaml")
+    parent = tags.get("mlflow.parentRunId")
+    if config is None and parent:  # a compare child: the config is on its parent
+        config = _download(client, parent, "config.yaml")
+    if config is None:
+        raise ValueError(f"run {run_id} has no config.yaml (nor has its parent)")
+    env = _download(client, run_id, "environment.json") or (
+        _download(client, parent, "environment.json") if parent else None)
+    key = "max_shift" if method == "meanshift" else "log_likelihood"
+    history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+    return {
+        "config": config.read_text(), "method": method, "tags": tags,
+        "environment": json.loads(env.read_text()) if env else {},
+        "curve_key": key, "curve": np.array([m.value for m in history], np.float64),
+        "params": _download(client, run_id, "params.npz"),
+    }
+
+
+def fit_again(config_text: str, method: str):
+    """``(curve, params or None, data_hash)`` from a fresh fit of the logged config."""
+    from omegaconf import OmegaConf
+
+    from experiments import common, configs, tracking
+
+    cfg = OmegaConf.merge(OmegaConf.structured(configs.Config), OmegaConf.create(config_text))
+    cfg.tracking.enabled = False
+    x, _ = common.load_data(cfg.data)
+    if method == "meanshift":
+        result, _ = common.fit_mean_shift(cfg, x)
+        curve, params = result.curve[1 : int(result.n_iter) + 1], None
+    else:
+        result, _ = common.fit_mixture(cfg, x, method)
+        curve, params = result.curve[: int(result.n_iter) + 1], result.params
+    return np.asarray(curve, np.float64), params, tracking.data_hash(x)
+
+
+def environment_differences(logged: dict) -> list[str]:
+    from experiments.tracking import environment
+
+    now = environment()
+    diffs = [f"{name}: {version} then, {now['packages'].get(name)} now"
+             for name, version in logged.get("packages", {}).items()
+             if now["packages"].get(name) != version]
+    for key in ("python", "platform", "jax_backend", "jax_devices", "xla_flags"):
+        if key in logged and logged[key] != now[key]:
+            diffs.append(f"{key}: {logged[key]!r} then, {now[key]!r} now")
+    return diffs
+
+
+def compare(logged: dict, curve, params, data_hash: str) -> list[str]:
+    """What differs between the logged run and the re-run (empty: identical)."""
+    problems = []
+    if logged["tags"].get("data_hash") not in (None, data_hash):
+        problems.append(f"the data changed: hash {data_hash}, logged {logged['tags']['data_hash']}")
+    old = logged["curve"]
+    if old.shape != curve.shape:
+        problems.append(f"{logged['curve_key']}: {curve.size} points, logged {old.size}")
+    elif not np.array_equal(old, curve):
+        problems.append(f"{logged['curve_key']} differs: max |difference| "
+                        f"{np.max(np.abs(old - curve)):.3e} over {curve.size} points")
+    if params is not None and logged["params"] is not None:
+        with np.load(logged["params"], allow_pickle=False) as saved:
+            for name in ("log_weights", "means", "prec_chol"):
+                new = np.asarray(getattr(params, name))
+                if saved[name].shape != new.shape or not np.array_equal(saved[name], new):
+                    problems.append(f"parameter {name} differs")
+    return problems
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="experiments/rerun.py", description=__doc__.split("\n")[0])
+    parser.add_argument("run_id")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="the store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
+    args = parser.parse_args(argv)
+
+    import os
+
+    import jax
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    try:
+        logged = logged_run(MlflowClient(uri), args.run_id)
+    except (MlflowException, ValueError) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 1
+    jax.config.update("jax_enable_x64", bool(logged["environment"].get("jax_enable_x64", False)))
+    try:
+        curve, params, data_hash = fit_again(logged["config"], logged["method"])
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    problems = compare(logged, curve, params, data_hash)
+    if not problems:
+        print(f"reproduced run {args.run_id}: {logged['curve_key']} ({curve.size} points)"
+              + (" and parameters" if params is not None else "") + " identical, bit for bit")
+        return 0
+    print(f"run {args.run_id} did not reproduce:", *problems, sep="\n  ")
+    diffs = environment_differences(logged["environment"])
+    if logged["tags"].get("git_dirty") == "true":
+        diffs.append(f"the logged run came from a modified checkout of {logged['tags'].get('git_commit')}")
+    if diffs:
+        print("what differs from the logged run's environment:", *diffs, sep="\n  ")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Runs that fail lose nothing (issue 6), with real components: a failing job in a
+sweep, SIGTERM mid-fit, an unreachable or crashing tracking server, concurrent
+writers on one sqlite store, bit-for-bit re-runs and bad data files."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import mogjax as mg
+from tests.mlflow_helpers import (ROOT, client_for, free_port, mlflow_server, run_script,
+                                  runs_of, start_script, wait_for_line)
+
+# A cloud and 8 copies of one point: without reg_covar, EM (float32, seed 0) collapses
+# a component onto the copies after ~20 iterations: a real failure, mid-fit.
+def collapsing_data(path):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (60, 2)), np.tile([[3.0, 3.0]], (8, 1))])
+    np.savetxt(path, x, delimiter=",")
+    return path
+
+
+LONG_FIT = ("data=synthetic", "data.n_samples=40000", "model.k=3", "algorithm.tol=0",
+            "algorithm.max_iter=4000", "progress_every=50")
+
+
+# ------------------------------------------------------------ failing jobs
+
+
+def test_a_failing_job_is_a_failed_run_and_the_sweep_goes_on(store):
+    data = collapsing_data(store["cwd"] / "collapse.csv")
+    proc = run_script("fit.py", "-m", "data=file", f"data.path={data}",
+                      "model.reg_covar=0.0,1e-3,1e-2,0.1", "tags=[failsweep]",
+                      "tracking.summary_param=model.reg_covar", store=store, check=False)
+    assert proc.returncode != 0  # the sweep reports the failure
+    runs = runs_of(store, "tags.study = 'failsweep'")
+    status = {r.data.params["model.reg_covar"]: r.info.status for r in runs}
+    assert status == {"0.0": "FAILED", "0.001": "FINISHED", "0.01": "FINISHED", "0.1": "FINISHED"}
+    (failed,) = [r for r in runs if r.info.status == "FAILED"]
+    client = client_for(store)
+    history = client.get_metric_history(failed.info.run_id, "log_likelihood")
+    assert len(history) > 5  # the curve up to the failure
+    assert sorted(m.step for m in history) == list(range(len(history)))
+    assert failed.data.tags["degenerate"] == "true"
+    assert failed.data.tags["error_type"] == "DegenerateCovarianceError"
+    artifacts = {a.path for a in client.list_artifacts(failed.info.run_id)}
+    assert {"error.txt", "config.yaml", "params.npz"} <= artifacts
+    text = client.download_artifacts(failed.info.run_id, "error.txt", str(store["cwd"]))
+    assert "Traceback" in open(text).read()
+    parent = client.get_run(failed.data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FAILED" and parent.data.tags["sweep_parent"] == "true"
+    assert "bic_vs_model.reg_covar.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_sigterm_mid_fit_marks_the_run_killed(store):
+    proc = start_script("fit.py", *LONG_FIT, "tracking.run_name=killed", store=store)
+    try:
+        wait_for_line(proc, "EM iteration")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+    (run,) = runs_of(store, "attributes.run_name = 'killed'")
+    assert run.info.status == "KILLED" and run.data.tags["killed_by"] == "SIGTERM"
+    assert run.data.params["model.k"] == "3"  # what was logged before stays
+
+
+# ---------------------------------------------------------- tracking server
+
+
+def test_an_unreachable_tracking_uri_fails_before_any_compute(cfg_factory, tmp_path):
+    from experiments import fit
+    from experiments.tracking import TrackingUnavailable
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    missing = tmp_path / "nope.csv"  # loading it would fail: the URI is checked first
+    cfg = cfg_factory(f"tracking.uri={uri}", "data=file", f"data.path={missing}")
+    with pytest.raises(TrackingUnavailable, match=uri.replace(".", r"\.")):
+        fit.run(cfg)
+
+
+def test_a_server_that_dies_mid_run_leaves_the_results_in_the_fallback(tmp_path):
+    port = free_port()
+    with mlflow_server(tmp_path, port) as server:
+        store = {"uri": server.url, "cwd": tmp_path}
+        proc = start_script("fit.py", *LONG_FIT, "tracking.run_name=orphan", store=store)
+        try:
+            wait_for_line(proc, "EM iteration")
+            server.stop()
+            _, err = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+        assert proc.returncode == 1
+        assert server.url in err and "mlflow-fallback" in err and "experiments.fallback" in err
+    (folder,) = (tmp_path / "mlflow-fallback").iterdir()
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "FINISHED" and record["params"]["model.k"] == "3"
+    points = [json.loads(l) for l in (folder / "metrics.jsonl").read_text().splitlines()]
+    curve = [p for p in points if p["key"] == "log_likelihood"]
+    assert len(curve) == 4001
+    assert {"params.npz", "params.json", "config.yaml"} <= {p.name for p in (folder / "artifacts").iterdir()}
+
+    # The same server comes back: the upload completes the run it started.
+    with mlflow_server(tmp_path, port) as server:
+        from experiments.fallback import upload
+
+        run_id = upload(folder)
+        assert run_id == folder.name
+        client = client_for({"uri": server.url})
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert len(client.get_metric_history(run_id, "log_likelihood")) == 4001
+        assert "params.npz" in {a.path for a in client.list_artifacts(run_id)}
+
+
+# ------------------------------------------------------- concurrent writers
+
+
+def test_sixteen_jobs_on_two_joblib_workers_lose_nothing(store):
+    run_script("fit.py", "-m", "model.k=1,2,3,4", "seed=0,1,2,3", "hydra/launcher=joblib",
+               "hydra.launcher.n_jobs=2", "tags=[sweep16]", "tracking.log_plots=false", "tracking.summary_param=model.k",
+               store=store)
+    children = runs_of(store, "tags.study = 'sweep16'")
+    assert len(children) == 16
+    assert {(r.data.params["model.k"], r.data.params["seed"]) for r in children} == {
+        (str(k), str(s)) for k in range(1, 5) for s in range(4)}
+    client = client_for(store)
+    for run in children:
+        assert run.info.status == "FINISHED"
+        n_iter = int(run.data.metrics["n_iter"])
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "log_likelihood"))
+        assert steps == list(range(n_iter + 1))
+    assert len({r.data.tags["sweep_id"] for r in children}) == 1
+    (parent_id,) = {r.data.tags["mlflow.parentRunId"] for r in children}
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["sweep_id"] == children[0].data.tags["sweep_id"]
+    assert "bic_vs_model.k.png" in {a.path for a in client.list_artifacts(parent_id)}
+
+
+# ---------------------------------------------------------- reproducibility
+
+
+def _mixture(result):
+    return result.params, result.curve
+
+
+@pytest.mark.parametrize("fit", [
+    lambda x: _mixture(mg.fit_em(x, 3, n_init=3, seed=5)),
+    lambda x: _mixture(mg.fit_gradient(x, 3, optimizer="adam", steps=30, batch_size=64, seed=5)),
+    lambda x: (lambda r: (r.centers, r.labels, r.curve))(mg.mean_shift(x, 1.0, max_iter=50)),
+], ids=["em-restarts", "gradient-minibatch", "meanshift"])
+def test_same_config_and_seed_give_identical_results(blobs, fit):
+    import jax
+
+    x = blobs[0]
+    first, second = jax.tree.leaves(fit(x)), jax.tree.leaves(fit(x))
+    assert len(first) == len(second) >= 3
+    for a, b in zip(first, second):
+        assert np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
+
+
+def test_rerun_confirms_a_logged_run_and_notices_changed_data(cfg_factory, store, tmp_path):
+    from experiments import fit
+
+    data = tmp_path / "x.csv"
+    np.savetxt(data, mg.load_old_faithful(), delimiter=",")
+    cfg = cfg_factory(f"tracking.uri={store['uri']}", "data=file", f"data.path={data}",
+                      "model.n_init=2", "seed=4")
+    run_id = fit.run(cfg)["run_id"]
+    rerun = [sys.executable, str(ROOT / "experiments" / "rerun.py"), run_id,
+             "--tracking-uri", store["uri"]]
+    proc = subprocess.run(rerun, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "identical, bit for bit" in proc.stdout
+
+    np.savetxt(data, mg.load_old_faithful()[:-1], delimiter=",")
+    proc = subprocess.run(rerun, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "the data changed" in proc.stdout
+
+
+def test_a_run_records_what_a_rerun_needs(cfg_factory, store):
+    from experiments import fit
+
+    run_id = fit.run(cfg_factory(f"tracking.uri={store['uri']}", "model.k=1"))["run_id"]
+    client = client_for(store)
+    run = client.get_run(run_id)
+    assert {"git_commit", "git_dirty", "data_hash", "seed"} <= set(run.data.tags)
+    path = client.download_artifacts(run_id, "environment.json", str(store["cwd"]))
+    env = json.loads(open(path).read())
+    assert env["packages"]["jax"] and env["packages"]["mlflow"] and env["python"]
+
+
+# --------------------------------------------------------------- bad inputs
+
+
+BAD_FILES = {
+    "missing.csv": (None, "does not exist"),
+    "empty.csv": ("", "is empty"),
+    "words.csv": ("a,b\n1,2\n3,x\n", "line 3, column 2: 'x' is not a number"),
+    "nan.csv": ("1,2\nnan,4\n", "NaN or infinity (row 2, column 1)"),
+    "ragged.csv": ("1,2\n3,4,5\n", "line 2: 3 columns, expected 2"),
+    "object.npy": (np.array([{"a": 1}], dtype=object), "not a plain numeric .npy"),
+    "wide.csv": ("1,2,3\n4,5,6\n", "has 3 columns, expected 2"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_a_bad_data_file_gets_one_error_line(cfg_factory, tmp_path, capsys, name):
+    from experiments import common, fit
+
+    content, message = BAD_FILES[name]
+    path = tmp_path / name
+    if isinstance(content, str):
+        path.write_text(content)
+    elif content is not None:
+        np.save(path, content, allow_pickle=True)
+    cfg = cfg_factory("data=file", f"data.path={path}", "data.columns=2", "tracking.enabled=false")
+    with pytest.raises(SystemExit) as exit_info:
+        common.one_line_errors(fit.run)(cfg)
+    assert exit_info.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert str(path) in lines[0]
+
+
+def test_a_bad_data_file_from_the_command_line(store):
+    proc = run_script("fit.py", "data=file", "data.path=nowhere.npy", store=store, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "error: data file 'nowhere.npy' does not exist"
