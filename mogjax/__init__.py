@@ -36,6 +36,7 @@ from mogjax.mixture import (
     score_samples,
 )
 from mogjax.suffstats import SufficientStats, m_step
+from mogjax.sharded import ShardedData, e_step_sharded, fit_em_sharded, shard_rows
 
 __version__ = "0.1.0"
 
@@ -80,4 +81,8 @@ __all__ = [
     "sample",
     "score_samples",
     "to_unconstrained",
+    "ShardedData",
+    "e_step_sharded",
+    "fit_em_sharded",
+    "shard_rows",
 ]
