@@ -109,6 +109,7 @@ class Config:
     optimizer: OptimizerConfig = MISSING
     tracking: TrackingConfig = MISSING
     seed: int = 0
+    n_seeds: int = 1  # > 1 (EM): seeds seed..seed+n_seeds-1 in one compiled program
     progress_every: int = 0  # 0: quiet; N: report every N iterations
     compare: list[str] = field(default_factory=lambda: ["em", "adam"])
     tags: list[str] = field(default_factory=list)
@@ -138,6 +139,11 @@ def validate(cfg) -> None:
         raise ValueError(f"optimizer.name {cfg.optimizer.name!r} is not one of {OPTIMIZERS}")
     if cfg.data.name == DataName.file and not cfg.data.path:
         raise ValueError("data=file needs data.path=PATH (a .csv or .npy file)")
+    if cfg.n_seeds < 1:
+        raise ValueError(f"n_seeds must be >= 1, got {cfg.n_seeds}")
+    if cfg.n_seeds > 1 and cfg.algorithm.name != "em":
+        raise ValueError(f"n_seeds={cfg.n_seeds} batches EM fits; algorithm "
+                         f"{cfg.algorithm.name!r} runs one seed per job (use -m seed=...)")
     for method in cfg.compare:
         if method not in ("em",) + OPTIMIZERS:
             raise ValueError(f"compare entry {method!r} is not 'em' or an optimizer {OPTIMIZERS}")

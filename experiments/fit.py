@@ -3,10 +3,14 @@
     python experiments/fit.py                                   # EM on Old Faithful
     python experiments/fit.py algorithm=gradient optimizer=lbfgs
     python experiments/fit.py -m data=faithful model.k=1,2,3,4,5 seed=0,1,2
+    python experiments/fit.py n_seeds=32    # seeds 0..31 in one compiled EM, 32 runs
 """
 
+import uuid
+
 import hydra
-from omegaconf import DictConfig
+import jax
+from omegaconf import DictConfig, OmegaConf
 
 import mogjax as mg
 
@@ -38,6 +42,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.tracking.enabled:
         tracking.check_reachable(tracking.tracking_uri(cfg))
     x, data_name = common.load_data(cfg.data)
+    if cfg.n_seeds > 1:
+        return run_seeds(cfg, x, data_name)
     if not cfg.tracking.enabled:
         return compute(cfg, x)[1]
     algorithm, method = cfg.algorithm.name, method_of(cfg)
@@ -59,10 +65,69 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return summary
 
 
+def run_seeds(cfg: DictConfig, x, data_name: str) -> dict:
+    """Seeds ``seed .. seed + n_seeds - 1`` in one compiled EM program; each seed is
+    its own MLflow run (config with its ``seed``), all children of one parent run
+    tagged with one ``sweep_id``. A seed that met a singular covariance is a FAILED
+    run, and the job raises after logging every seed."""
+    seeds = list(range(cfg.seed, cfg.seed + cfg.n_seeds))
+    result, timing = common.fit_mixture_seeds(cfg, x, seeds)
+    share = {"fit_seconds": timing["fit_seconds"] / len(seeds),
+             "compile_seconds": timing["compile_seconds"] / len(seeds)}
+    fits = [jax.tree.map(lambda a, i=i: a[i], result) for i in range(len(seeds))]
+    summaries = [common.mixture_summary(f, x, share) for f in fits]
+    failed = [s for s, f in zip(seeds, fits) if bool(f.degenerate)]
+    out = {"seeds": seeds, "fits": summaries, "batch_fit_seconds": timing["fit_seconds"],
+           "batch_compile_seconds": timing["compile_seconds"], "failed_seeds": failed}
+    if cfg.tracking.enabled:
+        out["run_id"] = log_seeds(cfg, x, data_name, seeds, fits, summaries, timing)
+    if failed:
+        raise ValueError(f"{len(failed)} of {len(seeds)} seeds met a singular covariance "
+                         f"(seeds {failed}); their runs are marked FAILED")
+    return out
+
+
+def log_seeds(cfg, x, data_name, seeds, fits, summaries, timing) -> str:
+    sweep_id = uuid.uuid4().hex[:12]
+    tags = {"data": data_name, "data_hash": tracking.data_hash(x), "algorithm": "em",
+            "method": "em", "sweep_id": sweep_id, "batched": "true"}
+    name = cfg.tracking.run_name or f"seeds-{data_name}-k{cfg.model.k}-{seeds[0]}..{seeds[-1]}"
+    with tracking.start_run(cfg, name, {**tags, "sweep_parent": "true"}) as parent:
+        tracking.log_config(cfg)
+        tracking.log_scalars({"batch_fit_seconds": timing["fit_seconds"],
+                              "batch_compile_seconds": timing["compile_seconds"],
+                              "n_seeds": len(seeds)})
+        for seed, fit, summary in zip(seeds, fits, summaries):
+            seed_cfg = OmegaConf.merge(cfg, {"seed": seed, "n_seeds": 1})
+            run_name = f"em-{data_name}-k{cfg.model.k}-seed{seed}"
+            try:
+                with tracking.start_run(seed_cfg, run_name, {**tags, "seed": str(seed)},
+                                        parent_run_id=parent.info.run_id):
+                    tracking.log_config(seed_cfg)
+                    if bool(fit.degenerate):
+                        err = mg.DegenerateCovarianceError(mg.em.FAILURE_ADVICE.format(extra=""), fit)
+                        common.log_degenerate_fit(err)
+                        raise err
+                    common.log_mixture_fit(seed_cfg, fit, x, summary)
+            except mg.DegenerateCovarianceError:
+                pass  # recorded as a FAILED run; run_seeds raises once all are logged
+        finals = [s["final_log_likelihood"] for s in summaries]  # step: seed - first seed
+        tracking.log_curve("final_log_likelihood_by_seed", finals)
+        tracking.log_scalars({"best_final_log_likelihood": max(finals)})
+        return parent.info.run_id
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @common.one_line_errors
 def main(cfg: DictConfig) -> float:
     summary = run(cfg)
+    if "seeds" in summary:
+        best = max(summary["fits"], key=lambda f: f["final_log_likelihood"])
+        print(f"{len(summary['seeds'])} seeds in {summary['batch_fit_seconds']:.3f} s "
+              f"(+{summary['batch_compile_seconds']:.1f} s compile); best final mean "
+              f"log-likelihood {best['final_log_likelihood']:.6f}"
+              + (f"; MLflow parent run {summary['run_id']}" if "run_id" in summary else ""))
+        return best["final_log_likelihood"]
     if "final_log_likelihood" in summary:
         print(f"final mean log-likelihood {summary['final_log_likelihood']:.6f}", end="")
     else:

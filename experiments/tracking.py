@@ -234,7 +234,7 @@ def start_run(cfg, run_name: str, tags: dict[str, str], parent_run_id: str | Non
     if parent:
         all_tags["mlflow.parentRunId"] = parent
     if os.environ.get(SWEEP_ENV):
-        all_tags["sweep_id"] = os.environ[SWEEP_ENV]
+        all_tags.setdefault("sweep_id", os.environ[SWEEP_ENV])
     if cfg.tags:
         all_tags["study"] = ",".join(cfg.tags)
     run = MlflowClient(uri).create_run(exp_id, run_name=run_name, tags=resolve_tags(all_tags))

@@ -4,6 +4,7 @@ The functional core (pure, jittable functions over an immutable parameter pytree
 and a scikit-learn-style face over it. See DESIGN.md for the layers.
 """
 
+from mogjax.batched import fit_em_seeds
 from mogjax.datasets import load_iris, load_old_faithful, make_mixture
 from mogjax.em import DegenerateCovarianceError, FitResult, e_step, em_step, fit_em
 from mogjax.bandwidth import estimate_bandwidth
@@ -58,6 +59,7 @@ __all__ = [
     "em_step",
     "estimate_bandwidth",
     "fit_em",
+    "fit_em_seeds",
     "fit_gradient",
     "from_unconstrained",
     "initialize",

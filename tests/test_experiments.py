@@ -139,3 +139,31 @@ def test_fit_against_a_real_mlflow_server(tmp_path):
             f"{url}/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=log_likelihood"))
         assert len(history["metrics"]) >= 2
         assert run["info"]["status"] == "FINISHED"
+
+
+def test_seeds_in_one_program_are_one_run_each(cfg_factory, store):
+    from experiments import fit
+
+    cfg = cfg_factory(f"tracking.uri={store['uri']}", "n_seeds=3", "seed=5", "tags=[batched]",
+                      "tracking.log_plots=false")
+    out = fit.run(cfg)
+    assert out["seeds"] == [5, 6, 7] and not out["failed_seeds"]
+    children = runs_of(store, f"tags.mlflow.parentRunId = '{out['run_id']}'")
+    assert sorted(r.data.params["seed"] for r in children) == ["5", "6", "7"]
+    assert {r.data.params["n_seeds"] for r in children} == {"1"}
+    assert len({r.data.tags["sweep_id"] for r in children}) == 1
+    client = client_for(store)
+    for run, summary in zip(sorted(children, key=lambda r: r.data.params["seed"]), out["fits"]):
+        assert run.info.status == "FINISHED"
+        history = client.get_metric_history(run.info.run_id, "log_likelihood")
+        assert len(history) == summary["n_iter"] + 1
+        one = fit.run(cfg_factory("tracking.enabled=false", f"seed={run.data.params['seed']}"))
+        np.testing.assert_allclose(summary["final_log_likelihood"],
+                                   one["final_log_likelihood"], rtol=1e-6)
+
+
+def test_seeds_batch_only_em(cfg_factory):
+    from experiments import fit
+
+    with pytest.raises(ValueError, match="n_seeds=4 batches EM"):
+        fit.run(cfg_factory("n_seeds=4", "algorithm=meanshift", "tracking.enabled=false"))
