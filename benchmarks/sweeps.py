@@ -67,7 +67,7 @@ def library_rows(x, k, seeds):
 def script_rows(args, seeds):
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    common = [f"data=synthetic", f"data.n_samples={args.n}", f"data.n_features={args.d}",
+    common = ["data=synthetic", f"data.n_samples={args.n}", f"data.n_features={args.d}",
               f"data.n_components={args.k}", "data.separation=2.0", f"model.k={args.k}",
               "tracking.log_plots=false"]
     fit = [sys.executable, str(ROOT / "experiments" / "fit.py")]

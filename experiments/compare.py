@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 import mogjax as mg
 
-from experiments import common, configs, tracking, ui_layout
+from experiments import common, configs, provenance, tracking, ui_layout
 
 configs.register()
 
@@ -38,7 +38,7 @@ def run(cfg: DictConfig) -> dict:
             result, timing = common.fit_mixture(cfg, x, method)
             fits[method] = common.mixture_summary(result, x, timing)
         return {"methods": fits}
-    base_tags = {"data": data_name, "data_hash": tracking.data_hash(x), "seed": str(cfg.seed)}
+    base_tags = {"data": data_name, "data_hash": provenance.data_hash(x), "seed": str(cfg.seed)}
     name = cfg.tracking.run_name or f"compare-{data_name}-k{cfg.model.k}-seed{cfg.seed}"
     curves, seconds = {}, {}
     with tracking.start_run(cfg, name, {**base_tags, "algorithm": "compare"}) as parent:

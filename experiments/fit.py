@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import mogjax as mg
 
-from experiments import common, configs, tracking
+from experiments import common, configs, provenance, tracking
 
 configs.register()
 
@@ -47,7 +47,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if not cfg.tracking.enabled:
         return compute(cfg, x)[1]
     algorithm, method = cfg.algorithm.name, method_of(cfg)
-    tags = {"data": data_name, "data_hash": tracking.data_hash(x), "algorithm": algorithm,
+    tags = {"data": data_name, "data_hash": provenance.data_hash(x), "algorithm": algorithm,
             "method": method, "seed": str(cfg.seed)}
     name = cfg.tracking.run_name or f"{algorithm}-{data_name}-k{cfg.model.k}-seed{cfg.seed}"
     with tracking.start_run(cfg, name, tags) as run:
@@ -89,7 +89,7 @@ def run_seeds(cfg: DictConfig, x, data_name: str) -> dict:
 
 def log_seeds(cfg, x, data_name, seeds, fits, summaries, timing) -> str:
     sweep_id = uuid.uuid4().hex[:12]
-    tags = {"data": data_name, "data_hash": tracking.data_hash(x), "algorithm": "em",
+    tags = {"data": data_name, "data_hash": provenance.data_hash(x), "algorithm": "em",
             "method": "em", "sweep_id": sweep_id, "batched": "true"}
     name = cfg.tracking.run_name or f"seeds-{data_name}-k{cfg.model.k}-{seeds[0]}..{seeds[-1]}"
     with tracking.start_run(cfg, name, {**tags, "sweep_parent": "true"}) as parent:

@@ -62,7 +62,7 @@ def fit_again(config_text: str, method: str):
     """``(curve, params or None, data_hash)`` from a fresh fit of the logged config."""
     from omegaconf import OmegaConf
 
-    from experiments import common, configs, tracking
+    from experiments import common, configs, provenance
 
     cfg = OmegaConf.merge(OmegaConf.structured(configs.Config), OmegaConf.create(config_text))
     cfg.tracking.enabled = False
@@ -73,11 +73,11 @@ def fit_again(config_text: str, method: str):
     else:
         result, _ = common.fit_mixture(cfg, x, method)
         curve, params = result.curve[: int(result.n_iter) + 1], result.params
-    return np.asarray(curve, np.float64), params, tracking.data_hash(x)
+    return np.asarray(curve, np.float64), params, provenance.data_hash(x)
 
 
 def environment_differences(logged: dict) -> list[str]:
-    from experiments.tracking import environment
+    from experiments.provenance import environment
 
     now = environment()
     diffs = [f"{name}: {version} then, {now['packages'].get(name)} now"

@@ -19,13 +19,10 @@ Runs that fail lose nothing (``start_run``):
 """
 
 import atexit
-import hashlib
 import json
 import logging
 import os
-import platform
 import shutil
-import subprocess
 import tempfile
 import time
 import traceback
@@ -34,7 +31,6 @@ import urllib.request
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +52,7 @@ from mlflow.tracking.context.registry import resolve_tags  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from experiments.fallback import UPLOAD_COMMAND, RunRecord  # noqa: E402
+from experiments.provenance import environment, flatten, git_info  # noqa: E402
 from experiments.interrupt import EXIT_HOOKS, RunInterrupted, signals_raise  # noqa: E402
 from mogjax.mixture import MixtureParams  # noqa: E402
 
@@ -65,7 +62,6 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # What a store that failed raises (a REST call out of retries, a database error).
 TRACKING_ERRORS = (MlflowException, OSError, requests.RequestException,
                    sqlalchemy.exc.SQLAlchemyError)
-PACKAGES = ("mogjax", "jax", "jaxlib", "numpy", "optax", "mlflow", "hydra-core", "scipy")
 
 log = logging.getLogger(__name__)
 
@@ -112,59 +108,6 @@ def experiment_id(cfg) -> str:
     if exp.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
         client.set_experiment_tag(exp.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
     return exp.experiment_id
-
-
-def git_info() -> dict[str, str]:
-    """The commit and dirty flag of this project's checkout, when it is a git repository."""
-    git = ["git", "-C", str(Path(__file__).resolve().parents[1])]
-    try:
-        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True,
-                               check=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
-
-
-def environment() -> dict:
-    """What a re-run needs to match: Python, platform, package versions, JAX's set-up."""
-    import jax
-
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return {
-        "python": platform.python_version(), "platform": platform.platform(),
-        "machine": platform.machine(), "packages": versions,
-        "jax_backend": jax.default_backend(), "jax_devices": jax.device_count(),
-        "jax_enable_x64": bool(jax.config.jax_enable_x64),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
-
-
-def data_hash(x) -> str:
-    """SHA-256 (first 16 hex digits) of the data's float64 bytes and shape."""
-    arr = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
-    return hashlib.sha256(str(arr.shape).encode() + arr.tobytes()).hexdigest()[:16]
-
-
-def flatten(cfg: DictConfig) -> dict[str, str]:
-    """The resolved config as ``{"model.k": "2", ...}``."""
-    out = {}
-
-    def walk(node, prefix):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            out[prefix[:-1]] = str(node)
-
-    walk(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "")
-    return out
 
 
 # ------------------------------------------------------------------- open runs
@@ -423,6 +366,10 @@ class SweepCallback(Callback):
     that stops early (a failed job, Ctrl-C) never reaches ``on_multirun_end``: the
     parent is then closed at exit as ``FAILED``, with the summary of the jobs that
     finished.
+
+    Workers that do not inherit this process's environment (a Ray cluster joined by
+    address, Slurm) get the ids, and the tracking URI, from ``on_job_start``: it runs
+    on the copy of this callback that every launcher ships with the job.
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
@@ -436,8 +383,15 @@ class SweepCallback(Callback):
         )
         os.environ[PARENT_ENV] = run.info.run_id
         os.environ[SWEEP_ENV] = sweep_id
+        self.sweep_env = {PARENT_ENV: run.info.run_id, SWEEP_ENV: sweep_id,
+                          "MLFLOW_TRACKING_URI": tracking_uri(config)}
         atexit.register(self._close, config, "FAILED")
         EXIT_HOOKS.append(lambda: self._close(config, "KILLED"))
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        env = getattr(self, "sweep_env", None)
+        if env and os.environ.get(PARENT_ENV) != env[PARENT_ENV]:  # a worker elsewhere
+            os.environ.update(env)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         atexit.unregister(self._close)

@@ -65,7 +65,7 @@ def test_bad_overrides_fail_before_any_run(store, overrides, message):
     proc = run_script("fit.py", *overrides, store=store, check=False)
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
-    assert runs_of(store, f"params.`model.k` = '3'") == [] or "kk" not in message
+    assert runs_of(store, "params.`model.k` = '3'") == [] or "kk" not in message
 
 
 def test_bad_init_name_fails_before_data(cfg_factory):
