@@ -36,6 +36,8 @@ from mogjax.mixture import (
     sample,
     score_samples,
 )
+from mogjax.online import OnlineResult, fit_online_em
+from mogjax.streaming import fit_em_chunked
 from mogjax.suffstats import SufficientStats, m_step
 from mogjax.sharded import ShardedData, e_step_sharded, fit_em_sharded, shard_rows
 
@@ -51,6 +53,7 @@ __all__ = [
     "MeanShift",
     "MeanShiftResult",
     "MixtureParams",
+    "OnlineResult",
     "SufficientStats",
     "UnconstrainedParams",
     "aic",
@@ -60,7 +63,9 @@ __all__ = [
     "estimate_bandwidth",
     "fit_em",
     "fit_em_seeds",
+    "fit_em_chunked",
     "fit_gradient",
+    "fit_online_em",
     "from_unconstrained",
     "initialize",
     "kmeans",

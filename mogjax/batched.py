@@ -16,11 +16,8 @@ import jax.numpy as jnp
 
 from mogjax import _blocks
 from mogjax import _validation as v
-from mogjax import gaussian as gs
 from mogjax._typing import ArrayLike
-from mogjax.em import FitResult, _fit_em_compiled, _keys, check_user_init
-from mogjax.init import canonical_init
-from mogjax.mixture import MixtureParams
+from mogjax.em import FitResult, _fit_em_compiled, _keys, check_fit_settings, check_user_init
 
 
 @functools.partial(
@@ -78,22 +75,17 @@ def fit_em_seeds(
     """
     x = v.check_data(x)
     n, d = x.shape
-    if isinstance(init_params, MixtureParams) and k is None:
-        k = init_params.n_components
-    if k is None:
-        raise ValueError("k (the number of components) is required unless init_params is given")
-    k = v.check_int(k, "k", 1)
-    gs.check_covariance_type(covariance_type)
+    k, init, max_iter, n_init, tol, reg_covar = check_fit_settings(
+        k, init_params, covariance_type, init, max_iter, n_init, tol, reg_covar)
     seeds = [v.check_int(s, "seeds entry", 0) for s in seeds]
     if not seeds:
         raise ValueError("seeds must name at least one seed")
     v.check_enough_samples(n, k)
-    keys = jnp.stack([_keys(s, v.check_int(n_init, "n_init", 1)) for s in seeds])
+    keys = jnp.stack([_keys(s, n_init) for s in seeds])
     return _fit_seeds_compiled(
         x, keys, check_user_init(init_params, k, d, covariance_type),
-        jnp.asarray(v.check_nonnegative(tol, "tol"), x.dtype),
-        jnp.asarray(v.check_nonnegative(reg_covar, "reg_covar"), x.dtype),
-        n_components=k, covariance_type=covariance_type, init=canonical_init(init),
-        max_iter=v.check_int(max_iter, "max_iter", 0), equal_weights=bool(equal_weights),
+        jnp.asarray(tol, x.dtype), jnp.asarray(reg_covar, x.dtype),
+        n_components=k, covariance_type=covariance_type, init=init,
+        max_iter=max_iter, equal_weights=bool(equal_weights),
         block_size=None if block_size is None else _blocks.choose_block_size(n, 1, block_size),
     )

@@ -28,7 +28,7 @@ from mogjax import gaussian as gs
 from mogjax._typing import Array, ArrayLike
 from mogjax.init import canonical_init, initialize
 from mogjax.mixture import MixtureParams, is_finite
-from mogjax.suffstats import SufficientStats, block_moments, m_step, stats_from_moments
+from mogjax.suffstats import SufficientStats, m_step, stats_from_moments
 
 FAILURE_ADVICE = (
     "Fitting the mixture model failed because some components have ill-defined "
@@ -113,37 +113,67 @@ class DegenerateCovarianceError(ValueError):
 FEATURE_CACHE_BYTES = 2**30
 
 
-def _block_statistics(features, theta, offset, log_const):
-    """Log-likelihood, counts and moments of one block of feature rows."""
+def density_terms(params: MixtureParams, center: Array, dtype):
+    """``(theta, offset, log_const)``: component ``j``'s log-density at a row ``x`` is
+    ``log_const[j] - 0.5 * (features(x - center) @ theta + offset)[j]``."""
+    d = params.n_features
+    theta, offset = gs.precision_features(params.means, params.prec_chol, params.covariance_type,
+                                          center)
+    log_const = (
+        params.log_weights
+        + gs.half_log_det_precision(params.prec_chol, params.covariance_type, d)
+        - 0.5 * d * jnp.log(2 * jnp.pi).astype(dtype)
+    )
+    return theta, offset, log_const
+
+
+def block_statistics(features, theta, offset, log_const, weight=None):
+    """Log-likelihood, counts and moments of one block of feature rows.
+
+    ``weight`` (rows,), 0 or 1, leaves padding rows out (chunked and sharded EM pad
+    to a fixed shape); padding rows must hold finite values.
+    """
     maha = jnp.maximum(features @ theta + offset, 0.0)
     log_prob = log_const - 0.5 * maha
     top = jnp.max(log_prob, axis=1, keepdims=True)
     dens = jnp.exp(log_prob - top)
     norm = jnp.sum(dens, axis=1, keepdims=True)
     resp = dens / norm
-    return jnp.sum(jnp.log(norm) + top), jnp.sum(resp, axis=0), resp.T @ features
+    row_ll = (jnp.log(norm) + top)[:, 0]
+    if weight is not None:
+        weight = weight.astype(resp.dtype)
+        resp, row_ll = resp * weight[:, None], row_ll * weight
+    return jnp.sum(row_ll), jnp.sum(resp, axis=0), resp.T @ features
+
+
+def e_step_moments(params, data, center, block_size, data_are_features: bool, weight=None):
+    """``(log-likelihood, counts, moments)`` of ``data`` (rows or their quadratic
+    features) summed over row blocks; ``weight`` as in ``block_statistics``."""
+    cov_type = params.covariance_type
+    theta, offset, log_const = density_terms(params, center, data.dtype)
+    features = (lambda b: b) if data_are_features else (
+        lambda xb: gs.quadratic_features(xb - center, cov_type))
+    if weight is None:
+        block = lambda b: block_statistics(features(b), theta, offset, log_const)
+        arrays = [data]
+    else:
+        block = lambda b, wb: block_statistics(features(b), theta, offset, log_const, wb)
+        arrays = [data, weight]
+    width = gs.n_quadratic_features(params.n_features, cov_type) + params.n_components
+    rows = _blocks.choose_block_size(data.shape[0], width, block_size)
+    return _blocks.sum_over_blocks(block, arrays, rows)
 
 
 def _e_step(params, data, center, block_size, data_are_features: bool) -> SufficientStats:
-    cov_type = params.covariance_type
-    d = params.n_features
-    theta, offset = gs.precision_features(params.means, params.prec_chol, cov_type, center)
-    log_const = (
-        params.log_weights
-        + gs.half_log_det_precision(params.prec_chol, cov_type, d)
-        - 0.5 * d * jnp.log(2 * jnp.pi).astype(data.dtype)
-    )
-    if data_are_features:
-        block = lambda fb: _block_statistics(fb, theta, offset, log_const)
-    else:
-        block = lambda xb: _block_statistics(
-            gs.quadratic_features(xb - center, cov_type), theta, offset, log_const
-        )
-    width = gs.n_quadratic_features(d, cov_type) + params.n_components
-    rows = _blocks.choose_block_size(data.shape[0], width, block_size)
-    ll, counts, moments = _blocks.sum_over_blocks(block, [data], rows)
+    ll, counts, moments = e_step_moments(params, data, center, block_size, data_are_features)
     n = jnp.asarray(data.shape[0], data.dtype)
-    return stats_from_moments(n, ll, center, counts, moments, cov_type)
+    return stats_from_moments(n, ll, center, counts, moments, params.covariance_type)
+
+
+def caches_features(x, covariance_type: str) -> bool:
+    """Whether EM precomputes the quadratic features of ``x`` (``FEATURE_CACHE_BYTES``)."""
+    width = gs.n_quadratic_features(x.shape[1], covariance_type)
+    return x.shape[0] * width * x.dtype.itemsize <= FEATURE_CACHE_BYTES
 
 
 def e_step(
@@ -201,24 +231,19 @@ def em_step(
     return m_step(stats, reg_covar, equal_weights=equal_weights)
 
 
-def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verbose=0) -> FitResult:
-    """The EM loop from ``params``: one ``lax.while_loop``, curve as data.
+def em_loop(e_step_fn, params, tol, reg_covar, max_iter: int, equal_weights: bool,
+            verbose: int = 0) -> FitResult:
+    """The EM loop from ``params`` over any E-step ``params -> SufficientStats``: one
+    ``lax.while_loop``, the curve as data (in-memory and sharded EM share it).
 
     Stopping rule (scikit-learn's, so that ``n_iter`` and the parameters match it):
     after iteration ``t >= 2`` the loop stops when the gain of the *previous*
     iteration, ``|curve[t-1] - curve[t-2]|``, is below ``tol``. A step whose
     parameters are not finite is undone and stops the loop (``degenerate``).
     """
-    center = jnp.mean(x, axis=0)
-    cov_type = params.covariance_type
-    width = gs.n_quadratic_features(x.shape[1], cov_type)
-    if x.shape[0] * width * x.dtype.itemsize <= FEATURE_CACHE_BYTES:
-        data, cached = gs.quadratic_features(x - center, cov_type), True
-    else:
-        data, cached = x, False
-    e_step_ = lambda p: _e_step(p, data, center, block_size, cached)
-    stats0 = e_step_(params)
-    curve = jnp.full((max_iter + 1,), jnp.nan, x.dtype).at[0].set(stats0.mean_log_likelihood)
+    stats0 = e_step_fn(params)
+    dtype = stats0.log_likelihood.dtype
+    curve = jnp.full((max_iter + 1,), jnp.nan, dtype).at[0].set(stats0.mean_log_likelihood)
 
     def cond(c):
         _, _, _, i, converged, degenerate = c
@@ -227,7 +252,7 @@ def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verb
     def body(c):
         p, stats, curve, i, _, _ = c
         new_p = m_step(stats, reg_covar, equal_weights=equal_weights)
-        new_stats = e_step_(new_p)
+        new_stats = e_step_fn(new_p)
         ok = is_finite(new_p) & jnp.isfinite(new_stats.log_likelihood)
         p, stats = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (new_p, new_stats), (p, stats))
         i = i + ok.astype(i.dtype)
@@ -241,6 +266,15 @@ def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verb
     params, _, curve, n_iter, converged, degenerate = jax.lax.while_loop(cond, body, start)
     degenerate = degenerate | ~jnp.isfinite(curve[0])
     return FitResult(params, curve, n_iter, converged, degenerate)
+
+
+def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verbose=0) -> FitResult:
+    """EM on in-memory ``x`` from ``params``, its features cached when they fit."""
+    center = jnp.mean(x, axis=0)
+    cached = caches_features(x, params.covariance_type)
+    data = gs.quadratic_features(x - center, params.covariance_type) if cached else x
+    e_step_fn = lambda p: _e_step(p, data, center, block_size, cached)
+    return em_loop(e_step_fn, params, tol, reg_covar, max_iter, equal_weights, verbose)
 
 
 @functools.partial(
@@ -316,6 +350,33 @@ def check_user_init(init_params, n_components: int, n_features: int, covariance_
     return out
 
 
+class FitSettings(NamedTuple):
+    """``fit_em``'s arguments, checked (every EM flavour takes the same ones)."""
+
+    k: int
+    init: str
+    max_iter: int
+    n_init: int
+    tol: float
+    reg_covar: float
+
+
+def check_fit_settings(
+    k, init_params, covariance_type: str, init: str, max_iter, n_init, tol, reg_covar
+) -> FitSettings:
+    """Check the arguments every EM fit shares; ``k`` may come from ``init_params``."""
+    if isinstance(init_params, MixtureParams) and k is None:
+        k = init_params.n_components
+    if k is None:
+        raise ValueError("k (the number of components) is required unless init_params is given")
+    gs.check_covariance_type(covariance_type)
+    return FitSettings(
+        k=v.check_int(k, "k", 1), init=canonical_init(init),
+        max_iter=v.check_int(max_iter, "max_iter", 0), n_init=v.check_int(n_init, "n_init", 1),
+        tol=v.check_nonnegative(tol, "tol"), reg_covar=v.check_nonnegative(reg_covar, "reg_covar"),
+    )
+
+
 def fit_em(
     x: ArrayLike,
     k: int | None = None,
@@ -331,6 +392,7 @@ def fit_em(
     equal_weights: bool = False,
     block_size: int | None = None,
     verbose: int = 0,
+    chunk_size: int | None = None,
 ) -> FitResult:
     r"""Fit a Gaussian mixture by EM; the whole loop is one compiled program.
 
@@ -345,8 +407,16 @@ def fit_em(
     and the parameters equal scikit-learn's from the same start); ``tol=0`` runs
     all ``max_iter`` iterations.
 
+    Data larger than memory: when ``x`` is chunked (a ``numpy.memmap`` such as
+    ``np.load(path, mmap_mode="r")``, a list or tuple of 2-D arrays, a zero-argument
+    callable returning an iterable of 2-D arrays) or ``chunk_size`` is given, the
+    same EM runs chunk by chunk in bounded memory: see
+    ``mogjax.streaming.fit_em_chunked`` (there restarts run one after the other and ``init``
+    runs on a strided sample of at most 65,536 rows).
+
     Args:
-      x: data, (n, d); float32 unless x64 is enabled (float32 input stays float32).
+      x: data, (n, d); float32 unless x64 is enabled (float32 input stays float32);
+        or chunked data, as above.
       k: number of components (may be omitted when ``init_params`` is a
         ``MixtureParams``).
       covariance_type: ``"full"``, ``"tied"``, ``"diag"``, ``"spherical"`` or
@@ -366,6 +436,8 @@ def fit_em(
       verbose: ``N > 0`` logs progress (iteration, mean log-likelihood) to the
         ``mogjax.progress`` logger every ``N`` iterations, through a host callback at
         that stride only; ``0`` (default) is silent and compiles no callback.
+      chunk_size: rows per chunk; given (or with chunked ``x``), the fit is
+        ``fit_em_chunked``'s.
 
     Returns:
       ``FitResult`` with ``params``, ``curve`` (``max_iter + 1`` entries, NaN
@@ -385,19 +457,19 @@ def fit_em(
       >>> bool(np.all(np.diff(res.curve[: int(res.n_iter) + 1]) >= -1e-6))
       True
     """
+    from mogjax import chunks, streaming  # not at the top: streaming imports this module
+
+    if chunk_size is not None or chunks.is_chunked(x):
+        return streaming.fit_em_chunked(
+            x, k, chunk_size=chunk_size, covariance_type=covariance_type, init=init,
+            max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_init=n_init, seed=seed,
+            init_params=init_params, equal_weights=equal_weights, block_size=block_size,
+            verbose=verbose,
+        )
     x = v.check_data(x)
     n, d = x.shape
-    if isinstance(init_params, MixtureParams) and k is None:
-        k = init_params.n_components
-    if k is None:
-        raise ValueError("k (the number of components) is required unless init_params is given")
-    k = v.check_int(k, "k", 1)
-    gs.check_covariance_type(covariance_type)
-    init = canonical_init(init)
-    max_iter = v.check_int(max_iter, "max_iter", 0)
-    n_init = v.check_int(n_init, "n_init", 1)
-    tol = v.check_nonnegative(tol, "tol")
-    reg_covar = v.check_nonnegative(reg_covar, "reg_covar")
+    k, init, max_iter, n_init, tol, reg_covar = check_fit_settings(
+        k, init_params, covariance_type, init, max_iter, n_init, tol, reg_covar)
     v.check_enough_samples(n, k)
     user_init = check_user_init(init_params, k, d, covariance_type)
     if block_size is not None:

@@ -42,12 +42,13 @@ from mogjax import _validation as v
 from mogjax import gaussian as gs
 from mogjax._typing import Array, ArrayLike
 from mogjax.em import (
-    FAILURE_ADVICE, FEATURE_CACHE_BYTES, DegenerateCovarianceError, FitResult, _keys,
-    check_user_init,
+    check_fit_settings,
+    FAILURE_ADVICE, DegenerateCovarianceError, FitResult, _keys, caches_features,
+    check_user_init, e_step_moments, em_loop,
 )
-from mogjax.init import canonical_init, initialize
-from mogjax.mixture import MixtureParams, is_finite
-from mogjax.suffstats import SufficientStats, m_step, stats_from_moments
+from mogjax.init import initialize
+from mogjax.mixture import MixtureParams
+from mogjax.suffstats import SufficientStats, stats_from_moments
 
 DATA_AXIS = "data"
 # Without init_params, the initialisation sees every row while n is at most this,
@@ -191,39 +192,12 @@ def _local_rows(x_local: Array, layout: ShardLayout):
     return mask, center, jnp.where(mask[:, None], x_local, center)
 
 
-def _masked_block_statistics(features, mask, theta, offset, log_const):
-    """``em._block_statistics`` with the padding rows weighted zero."""
-    maha = jnp.maximum(features @ theta + offset, 0.0)
-    log_prob = log_const - 0.5 * maha
-    top = jnp.max(log_prob, axis=1, keepdims=True)
-    dens = jnp.exp(log_prob - top)
-    norm = jnp.sum(dens, axis=1, keepdims=True)
-    resp = jnp.where(mask[:, None], dens / norm, 0.0)
-    ll = jnp.where(mask, jnp.log(norm[:, 0]) + top[:, 0], 0.0)
-    return jnp.sum(ll), jnp.sum(resp, axis=0), resp.T @ features
-
-
 def _sharded_e_step(params, data, mask, center, layout, block_size, data_are_features):
     """Statistics of this device's rows, summed over the mesh: replicated."""
-    cov_type, d = params.covariance_type, params.n_features
-    theta, offset = gs.precision_features(params.means, params.prec_chol, cov_type, center)
-    log_const = (
-        params.log_weights
-        + gs.half_log_det_precision(params.prec_chol, cov_type, d)
-        - 0.5 * d * jnp.log(2 * jnp.pi).astype(data.dtype)
-    )
-    if data_are_features:
-        block = lambda fb, mb: _masked_block_statistics(fb, mb, theta, offset, log_const)
-    else:
-        block = lambda xb, mb: _masked_block_statistics(
-            gs.quadratic_features(xb - center, cov_type), mb, theta, offset, log_const
-        )
-    width = gs.n_quadratic_features(d, cov_type) + params.n_components
-    rows = _blocks.choose_block_size(data.shape[0], width, block_size)
-    local = _blocks.sum_over_blocks(block, [data, mask], rows)
+    local = e_step_moments(params, data, center, block_size, data_are_features, weight=mask)
     ll, counts, moments = jax.lax.psum(local, layout.axis_name)
     n = jnp.asarray(layout.n_samples, data.dtype)
-    return stats_from_moments(n, ll, center, counts, moments, cov_type)
+    return stats_from_moments(n, ll, center, counts, moments, params.covariance_type)
 
 
 def _gather_rows(x_local: Array, rows: Array, layout: ShardLayout) -> Array:
@@ -245,43 +219,6 @@ def _init_rows(key: Array, n: int, m: int) -> Array:
     return jnp.asarray(edges[:-1]) + jax.random.randint(key, (m,), 0, jnp.asarray(np.diff(edges)))
 
 
-def em_loop(e_step_fn, params, tol, reg_covar, max_iter: int, equal_weights: bool) -> FitResult:
-    """``mogjax.em._run_em``'s loop over any E-step ``params -> SufficientStats``.
-
-    Same stopping rule (scikit-learn's, on the previous iteration's gain), same
-    curve layout and the same undoing of a non-finite step.
-    """
-    stats0 = e_step_fn(params)
-    dtype = stats0.log_likelihood.dtype
-    curve = jnp.full((max_iter + 1,), jnp.nan, dtype).at[0].set(stats0.mean_log_likelihood)
-
-    def cond(c):
-        _, _, _, i, converged, degenerate = c
-        return (i < max_iter) & ~converged & ~degenerate
-
-    def body(c):
-        p, stats, curve, i, _, _ = c
-        new_p = m_step(stats, reg_covar, equal_weights=equal_weights)
-        new_stats = e_step_fn(new_p)
-        ok = is_finite(new_p) & jnp.isfinite(new_stats.log_likelihood)
-        p, stats = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (new_p, new_stats), (p, stats))
-        i = i + ok.astype(i.dtype)
-        curve = curve.at[i].set(jnp.where(ok, stats.mean_log_likelihood, curve[i]))
-        gain = jnp.abs(curve[jnp.maximum(i - 1, 0)] - curve[jnp.maximum(i - 2, 0)])
-        converged = ok & (i >= 2) & (gain < tol)
-        return p, stats, curve, i, converged, ~ok
-
-    start = (params, stats0, curve, jnp.int32(0), jnp.bool_(False), jnp.bool_(False))
-    params, _, curve, n_iter, converged, degenerate = jax.lax.while_loop(cond, body, start)
-    degenerate = degenerate | ~jnp.isfinite(curve[0])
-    return FitResult(params, curve, n_iter, converged, degenerate)
-
-
-def _cache_features(x: Array, covariance_type: str) -> bool:
-    width = gs.n_quadratic_features(x.shape[1], covariance_type)
-    return x.shape[0] * width * x.dtype.itemsize <= FEATURE_CACHE_BYTES
-
-
 @functools.partial(
     jax.jit,
     static_argnames=(
@@ -298,7 +235,7 @@ def _fit_sharded_compiled(
 
     def per_device(x_local, keys, user_init, tol, reg_covar):
         mask, center, x_local = _local_rows(x_local, layout)
-        cached = _cache_features(x_local, covariance_type)
+        cached = caches_features(x_local, covariance_type)
         data = gs.quadratic_features(x_local - center, covariance_type) if cached else x_local
         e_step_fn = lambda p: _sharded_e_step(p, data, mask, center, layout, block_size, cached)
 
@@ -433,17 +370,8 @@ def fit_em_sharded(
     else:
         data = shard_rows(x, mesh, axis_name=axis_name)
     n, d = data.n_samples, data.x.shape[1]
-    if isinstance(init_params, MixtureParams) and k is None:
-        k = init_params.n_components
-    if k is None:
-        raise ValueError("k (the number of components) is required unless init_params is given")
-    k = v.check_int(k, "k", 1)
-    gs.check_covariance_type(covariance_type)
-    init = canonical_init(init)
-    max_iter = v.check_int(max_iter, "max_iter", 0)
-    n_init = v.check_int(n_init, "n_init", 1)
-    tol = v.check_nonnegative(tol, "tol")
-    reg_covar = v.check_nonnegative(reg_covar, "reg_covar")
+    k, init, max_iter, n_init, tol, reg_covar = check_fit_settings(
+        k, init_params, covariance_type, init, max_iter, n_init, tol, reg_covar)
     init_samples = v.check_int(init_samples, "init_samples", k)
     v.check_enough_samples(n, k)
     user_init = check_user_init(init_params, k, d, covariance_type)

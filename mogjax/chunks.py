@@ -1,0 +1,240 @@
+"""Chunked data: where the rows of data larger than memory come from.
+
+**What counts as chunked data** (``as_source``):
+
+- a ``numpy.memmap`` (``np.load(path, mmap_mode="r")``), or the path of a ``.npy``
+  file: read in ``chunk_size`` rows by plain file reads where the rows are
+  contiguous on disk, so the process never holds more than a chunk of the file
+  (pages of a memory map would count in its resident memory);
+- any other 2-D array: sliced into ``chunk_size`` rows;
+- a list or tuple of 2-D arrays (the chunks, any lengths);
+- a zero-argument callable returning a fresh iterable of 2-D arrays: called once
+  per pass (a first pass, then one per EM iteration), so it must give the same rows
+  every time; ``lambda: np.load(...)`` readers and generator functions fit here;
+- a one-shot iterator (a generator object): only online EM (``mogjax.online``) can
+  use it, since exact EM reads the data once per iteration.
+
+Every chunk is checked as it is read (columns, NaN, infinity; errors name the chunk
+and row), re-cut to a fixed number of rows and padded (``rebatch``, ``padded``), so
+that a jitted function of a chunk compiles once.
+"""
+
+import mmap
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from mogjax import _validation as v
+
+CHUNK_ELEMENTS = 2**22  # default chunk of an array source: 16 MiB of float32
+INIT_SAMPLE = 65_536  # rows the initialisation sees at most
+
+class ChunkSource(NamedTuple):
+    """Chunked data on the host (never traced).
+
+    Attributes:
+      chunks: zero-argument function returning a fresh iterator of 2-D arrays.
+      reiterable: False for a one-shot iterator (it can be read once).
+    """
+
+    chunks: Callable[[], Iterator]
+    reiterable: bool
+
+
+def is_chunked(x) -> bool:
+    """Whether ``fit_em`` takes ``x`` as chunked data rather than one array.
+
+    True for a ``numpy.memmap``, a ``ChunkSource``, a callable, an iterator, and a
+    list or tuple holding 2-D arrays (a list of rows stays one array). Other
+    iterable objects are accepted by ``fit_em_chunked`` but not detected here.
+    """
+    if isinstance(x, (np.memmap, ChunkSource, Iterator)) or callable(x):
+        return True
+    if type(x) in (list, tuple):  # not NamedTuples such as ShardedData
+        return any(isinstance(c, (np.ndarray, jax.Array)) and c.ndim >= 2 for c in x)
+    return False
+
+
+def _file_region(a: np.ndarray):
+    """``(filename, byte offset of a[0, 0])`` for a C-contiguous memmap, else None."""
+    root = a
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if not (isinstance(root, np.memmap) and isinstance(root.base, mmap.mmap)):
+        return None
+    if getattr(a, "filename", None) is None or not a.flags.c_contiguous:
+        return None
+    delta = a.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    return a.filename, root.offset + delta
+
+
+def _file_chunks(filename, offset: int, dtype, shape, rows: int) -> Iterator[np.ndarray]:
+    """Rows of a raw C-order array in a file, ``rows`` at a time, by plain reads."""
+    n, d = shape
+    row_bytes = d * np.dtype(dtype).itemsize
+    with open(filename, "rb") as f:
+        for start in range(0, n, rows):
+            count = min(rows, n - start)
+            f.seek(offset + start * row_bytes)
+            out = np.fromfile(f, dtype, count * d)
+            if out.size != count * d:
+                end = start + out.size // d
+                raise ValueError(f"data file {filename!r} ended at row {end} of {n}")
+            yield out.reshape(count, d)
+
+
+def _array_source(a, chunk_size: int | None) -> ChunkSource:
+    if a.ndim != 2:
+        raise ValueError(
+            f"X must be a 2-D array (n_samples, n_features), got shape {tuple(a.shape)}"
+        )
+    rows = chunk_size or max(256, CHUNK_ELEMENTS // max(a.shape[1], 1))
+    region = _file_region(a) if isinstance(a, np.memmap) else None
+    if region is not None:
+        return ChunkSource(lambda: _file_chunks(*region, a.dtype, a.shape, rows), True)
+    return ChunkSource(lambda: (a[s : s + rows] for s in range(0, a.shape[0], rows)), True)
+
+
+def as_source(data, chunk_size: int | None = None) -> ChunkSource:
+    """The ``ChunkSource`` of any accepted form of chunked data (see the module doc).
+
+    Raises:
+      TypeError: ``data`` is none of the accepted forms.
+      ValueError: an unreadable ``.npy`` path, or an array that is not 2-D.
+    """
+    if isinstance(data, ChunkSource):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        try:
+            data = np.load(data, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"data file {str(data)!r} cannot be read as a .npy array ({err})"
+            ) from None
+    if isinstance(data, (np.ndarray, jax.Array)):
+        return _array_source(data, chunk_size)
+    if callable(data):
+        return ChunkSource(lambda: iter(data()), True)
+    if isinstance(data, Iterator):
+        used = []
+
+        def once():
+            if used:
+                raise ValueError("a one-shot iterator of chunks was already read")
+            used.append(True)
+            return data
+
+        return ChunkSource(once, False)
+    if isinstance(data, Iterable) and not isinstance(data, (str, bytes)):
+        return ChunkSource(lambda: iter(data), True)
+    raise TypeError(
+        "chunked data must be a numpy.memmap, a .npy path, a 2-D array, a sequence of "
+        "2-D arrays, or a zero-argument callable returning an iterable of 2-D arrays; "
+        f"got {type(data).__name__}"
+    )
+
+
+def check_chunk(
+    chunk, index: int, row: int, n_features: int | None, finite: bool = True
+) -> np.ndarray:
+    """Validate one chunk (the ``index``-th, starting at data row ``row``).
+
+    Raises ``TypeError``/``ValueError`` naming the chunk: non-numeric, not 2-D, a
+    number of columns other than ``n_features``, NaN or infinity (when ``finite``).
+    """
+    try:
+        a = np.asarray(chunk)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"chunk {index} is not a numeric array ({type(chunk).__name__})") from err
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"chunk {index} must be numeric, got dtype {a.dtype}")
+    if a.ndim != 2:
+        raise ValueError(f"chunk {index} must be 2-D (rows, features), got shape {a.shape}")
+    if n_features is not None and a.shape[1] != n_features:
+        raise ValueError(
+            f"chunk {index} has {a.shape[1]} columns, but the first chunk has {n_features}"
+        )
+    if finite and not np.all(np.isfinite(a)):
+        r, c = np.argwhere(~np.isfinite(a))[0]
+        what = "NaN" if np.isnan(a[r, c]) else "infinity"
+        raise ValueError(
+            f"chunk {index} contains {what} (row {r} of the chunk, row {row + r} of the "
+            f"data, column {c}); remove or impute non-finite values"
+        )
+    return a
+
+
+def checked_chunks(source: ChunkSource, n_features=None, finite=True) -> Iterator[np.ndarray]:
+    """The source's non-empty chunks, each through ``check_chunk``."""
+    row = 0
+    for index, raw in enumerate(source.chunks()):
+        a = check_chunk(raw, index, row, n_features, finite)
+        n_features = a.shape[1]
+        row += a.shape[0]
+        if a.shape[0]:
+            yield a
+
+
+def rebatch(arrays: Iterable[np.ndarray], rows: int) -> Iterator[np.ndarray]:
+    """Arrays of exactly ``rows`` rows (the last may be shorter) from any lengths."""
+    buf, have = [], 0
+    for a in arrays:
+        while a.shape[0]:
+            if not buf and a.shape[0] >= rows:
+                yield a[:rows]
+                a = a[rows:]
+                continue
+            take = min(rows - have, a.shape[0])
+            buf.append(a[:take])
+            have, a = have + take, a[take:]
+            if have == rows:
+                yield np.concatenate(buf)
+                buf, have = [], 0
+    if buf:
+        yield np.concatenate(buf)
+
+
+def padded(batch: np.ndarray, rows: int, fill: np.ndarray) -> np.ndarray:
+    """``batch`` (m, d) as ``fill.dtype``, with copies of ``fill`` (d,) up to ``rows``.
+
+    The statistics' centre makes a harmless filler: its features are all zero.
+    """
+    out = np.asarray(batch, fill.dtype)
+    if out.shape[0] < rows:
+        out = np.concatenate([out, np.broadcast_to(fill, (rows - out.shape[0], fill.shape[0]))])
+    return out
+
+
+class DataSummary(NamedTuple):
+    """What the first pass learns: sizes, dtype, mean (float64) and the init sample."""
+
+    n: int
+    n_features: int
+    dtype: np.dtype
+    mean: np.ndarray
+    longest: int
+    sample: np.ndarray
+
+
+def summarize(source: ChunkSource, sample_size: int = INIT_SAMPLE) -> DataSummary:
+    """One validating pass: sizes, mean, longest chunk and a strided sample.
+
+    The sample holds the rows whose index is a multiple of a stride (a power of
+    two, doubled whenever more than ``sample_size`` rows are kept), so it spreads
+    over the whole data and is every row when ``n <= sample_size``.
+    """
+    n, longest, stride, total, dtype, kept = 0, 0, 1, None, None, []
+    for a in checked_chunks(source):
+        dtype = np.dtype(v.float_dtype(a.dtype)) if dtype is None else dtype
+        total = a.sum(axis=0, dtype=np.float64) + (0.0 if total is None else total)
+        kept.append(np.array(a[(-n) % stride :: stride], dtype))
+        while sum(len(s) for s in kept) > sample_size:
+            kept, stride = [np.concatenate(kept)[::2]], stride * 2
+        n, longest = n + a.shape[0], max(longest, a.shape[0])
+    if n == 0:
+        raise ValueError("the data source yielded no rows (no chunks, or only empty ones)")
+    sample = np.concatenate(kept)
+    return DataSummary(n, sample.shape[1], dtype, total / n, longest, sample)

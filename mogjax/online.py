@@ -1,0 +1,289 @@
+r"""Online (stepwise) EM for data streams: one pass, running sufficient statistics.
+
+Cappé & Moulines (2009), *On-line expectation-maximization algorithm for latent
+data models*; Liang & Klein (2009), *Online EM for unsupervised models*. Batch
+``t`` (``t = 0, 1, ...``) of ``m_t`` rows gives per-point statistics
+:math:`\hat s_t = \frac{1}{m_t}\sum_{i \in B_t} s(x_i; \theta_t)` (counts, first and
+second moments about a fixed centre, from the current parameters' E-step); they
+are blended into running statistics and the M-step reads those:
+
+.. math::
+
+   s_{t+1} = (1 - \eta_t)\, s_t + \eta_t\, \hat s_t, \qquad
+   \eta_0 = 1,\quad \eta_t = (t + t_0)^{-\alpha}\ (t \ge 1), \qquad
+   \theta_{t+1} = \text{M-step}(s_{t+1}),
+
+with :math:`\alpha \in (0.5, 1]` (``step_size_power``) and :math:`t_0 \ge 0`
+(``step_offset``). Dividing by :math:`m_t` makes batches of different sizes (the
+last, shorter one) mix on one scale; the M-step is scale-free, so one step with
+``eta = 1`` is a plain EM step on the batch.
+
+The batches are the stream's rows re-cut to ``batch_size`` (the last one padded
+with zero-weight rows, so one program is compiled). The stream is read in its
+order: it should be in random order, as for any stochastic method.
+"""
+
+import functools
+import itertools
+import numbers
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mogjax import _validation as v
+from mogjax import gaussian as gs
+from mogjax._typing import Array
+from mogjax.em import _keys, check_user_init
+from mogjax.init import canonical_init
+from mogjax.mixture import MixtureParams, is_finite, mean_log_likelihood
+from mogjax.chunks import as_source, checked_chunks, is_chunked, padded, rebatch, summarize
+from mogjax.streaming import _initialize, chunk_statistics, full_pass
+from mogjax.suffstats import SufficientStats, m_step
+
+INIT_ROWS = 10_000  # default rows the initialisation sees
+
+
+class OnlineResult(NamedTuple):
+    """What ``fit_online_em`` returns.
+
+    Attributes:
+      params: the final ``MixtureParams`` (never NaN).
+      curve: mean log-likelihood per evaluation, (m,): ``curve[0]`` for the initial
+        parameters, then after every ``eval_every`` steps and after the last step.
+        On ``eval_data`` when given, else progressive validation (see
+        ``fit_online_em``).
+      curve_steps: the number of steps taken at each curve entry, (m,) integers.
+      n_steps: steps (batches) taken.
+      n_seen: rows read from the stream (with repeats over epochs).
+      n_rejected: steps undone because they gave non-finite parameters.
+    """
+
+    params: MixtureParams
+    curve: Array
+    curve_steps: Array
+    n_steps: Array
+    n_seen: Array
+    n_rejected: Array
+
+
+def per_point(stats: SufficientStats) -> SufficientStats:
+    """Statistics divided by their number of points (``n`` becomes 1)."""
+    scale = 1.0 / stats.n
+    return stats.replace(
+        n=jnp.ones_like(stats.n), log_likelihood=stats.log_likelihood * scale,
+        counts=stats.counts * scale, sum_x=stats.sum_x * scale, sum_xx=stats.sum_xx * scale,
+    )
+
+
+def blend(running: SufficientStats, new: SufficientStats, eta) -> SufficientStats:
+    """``(1 - eta) * running + eta * new`` (same centre)."""
+    mix = lambda a, b: (1 - eta) * a + eta * b
+    out = jax.tree.map(mix, running.replace(center=None), new.replace(center=None))
+    return out.replace(center=running.center)
+
+
+@functools.partial(jax.jit, static_argnames=("equal_weights", "block_size"))
+def online_step(
+    params: MixtureParams, running: SufficientStats, batch: Array, n_valid, eta, reg_covar,
+    *, equal_weights: bool = False, block_size: int | None = None,
+):
+    """One stepwise-EM step on the first ``n_valid`` rows of ``batch`` (b, d). Jitted.
+
+    Returns:
+      ``(params, running, batch_mean_log_likelihood, ok)``: the new parameters and
+      running statistics (the incoming ones when the step is not finite,
+      ``ok = False``), and the batch's mean log-likelihood under the *incoming*
+      parameters.
+    """
+    stats = chunk_statistics(params, batch, n_valid, running.center, block_size=block_size)
+    new_running = blend(running, per_point(stats), eta)
+    new_params = m_step(new_running, reg_covar, equal_weights=equal_weights)
+    ok = is_finite(new_params) & jnp.isfinite(stats.log_likelihood)
+    keep = lambda a, b: jnp.where(ok, a, b)
+    params, running = jax.tree.map(keep, (new_params, new_running), (params, running))
+    return params, running, stats.mean_log_likelihood, ok
+
+
+def step_size(t: int, power: float, offset: float) -> float:
+    """``eta_t``: 1 for the first step, ``(t + offset) ** -power`` after it."""
+    return 1.0 if t == 0 else float((t + offset) ** -power)
+
+
+def _eval_fn(eval_data, n_features: int, dtype):
+    """``params -> mean log-likelihood on eval_data`` (in memory or chunked)."""
+    if is_chunked(eval_data):
+        source = as_source(eval_data)
+        if not source.reiterable:
+            raise ValueError("eval_data is read at every evaluation: not a one-shot iterator")
+        info = summarize(source, 1)
+        if info.n_features != n_features:
+            raise ValueError(f"eval_data has {info.n_features} features, the stream {n_features}")
+        center = jnp.asarray(info.mean, dtype)
+        pass_ = lambda p: full_pass(p, source, info.longest, center, info.n)
+        return lambda p: float(pass_(p).mean_log_likelihood)
+    x = jnp.asarray(v.check_data(eval_data, "eval_data", n_features=n_features), dtype)
+    return lambda p: float(mean_log_likelihood(p, x))
+
+
+def _check_real(value, name: str, low: float, high: float, low_open: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    bad = value <= low if low_open else value < low
+    if bad or value > high or not np.isfinite(value):
+        span = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+        raise ValueError(f"Invalid value for {name!r}: {value}; it must be in {span}")
+    return float(value)
+
+
+def fit_online_em(
+    stream,
+    k: int | None = None,
+    *,
+    batch_size: int = 1024,
+    covariance_type: str = "full",
+    init: str = "kmeans++",
+    init_rows: int | None = None,
+    n_epochs: int = 1,
+    max_steps: int | None = None,
+    step_size_power: float = 0.6,
+    step_offset: float = 2.0,
+    eval_data=None,
+    eval_every: int = 10,
+    reg_covar: float = 1e-6,
+    seed=0,
+    init_params=None,
+    equal_weights: bool = False,
+    block_size: int | None = None,
+) -> OnlineResult:
+    r"""Fit a Gaussian mixture by online (stepwise) EM over a stream of rows.
+
+    Args:
+      stream: the data, any form ``mogjax.chunks.as_source`` accepts, including a
+        one-shot iterator of 2-D arrays (then ``n_epochs`` must be 1).
+      k: number of components (may be omitted when ``init_params`` is a
+        ``MixtureParams``).
+      batch_size: rows per step.
+      covariance_type, init, reg_covar, seed, init_params, equal_weights: as
+        ``fit_em``.
+      init_rows: rows from the start of the stream that ``init`` sees (default
+        ``max(batch_size, INIT_ROWS)``; a start from too few rows can leave a
+        component nearly empty, which small steps are slow to repair); they are then
+        used for steps as well. Their mean is the statistics' fixed centre.
+      n_epochs: passes over a re-readable stream.
+      max_steps: stop after this many steps (default: when the stream ends).
+      step_size_power: :math:`\alpha \in (0.5, 1]`.
+      step_offset: :math:`t_0 \ge 0`.
+      eval_data: data to score the curve on: a held-out set, or the full data
+        (an array, or chunked data, then read once per evaluation). ``None``:
+        progressive validation, each batch scored by the parameters *before* its
+        step, averaged (by rows) over the batches since the previous entry;
+        ``curve[0]`` is then the first batch's score under the initial parameters.
+      eval_every: steps between curve entries.
+      block_size: rows per block inside a batch.
+
+    Returns:
+      ``OnlineResult``.
+
+    Raises:
+      ValueError, TypeError: bad arguments, or a bad chunk (named) met in the stream.
+
+    Examples:
+      >>> import numpy as np
+      >>> x = np.random.default_rng(0).normal(size=(4000, 2))
+      >>> x[::2] += 8.0
+      >>> res = fit_online_em(x, 2, batch_size=200, covariance_type="diag")
+      >>> sorted(round(float(m)) for m in res.params.means[:, 0]), int(res.n_steps)
+      ([0, 8], 20)
+    """
+    if isinstance(init_params, MixtureParams) and k is None:
+        k = init_params.n_components
+    if k is None:
+        raise ValueError("k (the number of components) is required unless init_params is given")
+    k = v.check_int(k, "k", 1)
+    batch_size = v.check_int(batch_size, "batch_size", 1)
+    gs.check_covariance_type(covariance_type)
+    init = canonical_init(init)
+    if init_rows is None:
+        init_rows = max(batch_size, INIT_ROWS)
+    init_rows = v.check_int(init_rows, "init_rows", 1)
+    n_epochs = v.check_int(n_epochs, "n_epochs", 1)
+    max_steps = None if max_steps is None else v.check_int(max_steps, "max_steps", 1)
+    alpha = _check_real(step_size_power, "step_size_power", 0.5, 1.0, low_open=True)
+    offset = _check_real(step_offset, "step_offset", 0.0, np.inf, low_open=False)
+    eval_every = v.check_int(eval_every, "eval_every", 1)
+    reg_covar = v.check_nonnegative(reg_covar, "reg_covar")
+    source = as_source(stream, batch_size)
+    if n_epochs > 1 and not source.reiterable:
+        raise ValueError(f"n_epochs={n_epochs} needs a re-readable stream, not a one-shot iterator")
+
+    chunks = itertools.chain.from_iterable(checked_chunks(source) for _ in range(n_epochs))
+    head, seen = [], 0
+    for a in chunks:  # the first rows: init, centre, dtype
+        head.append(a)
+        seen += a.shape[0]
+        if seen >= init_rows:
+            break
+    if not head:
+        raise ValueError("the stream yielded no rows (no chunks, or only empty ones)")
+    first = np.concatenate(head)
+    dtype = np.dtype(v.float_dtype(first.dtype))
+    v.check_enough_samples(first.shape[0], k)
+    d = first.shape[1]
+    user_init = check_user_init(init_params, k, d, covariance_type)
+    evaluate = None if eval_data is None else _eval_fn(eval_data, d, dtype)
+    first = jnp.asarray(first, dtype)
+    reg = jnp.asarray(reg_covar, dtype)
+    params = _initialize(
+        _keys(seed, 1)[0], first, n_components=k, covariance_type=covariance_type,
+        method=init, reg_covar=reg, equal_weights=bool(equal_weights), block_size=None,
+        **user_init,
+    )
+    center = jnp.mean(first, axis=0)
+    shapes = jax.eval_shape(
+        chunk_statistics, params, jax.ShapeDtypeStruct((batch_size, d), dtype), 0, center
+    )
+    running = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes).replace(center=center)
+
+    fill = np.asarray(center)
+    curve, steps, window, t, n_seen, rejected = [], [], [], 0, 0, 0
+    if evaluate is not None:
+        curve, steps = [evaluate(params)], [0]
+    for batch in rebatch(itertools.chain(head, chunks), batch_size):
+        if max_steps is not None and t >= max_steps:
+            break
+        x = jnp.asarray(padded(batch, batch_size, fill))
+        if window:  # wait for the previous step: at most one batch in flight
+            jax.block_until_ready(window[-1][0])
+        eta = jnp.asarray(step_size(t, alpha, offset), dtype)
+        params, running, score, ok = online_step(
+            params, running, x, batch.shape[0], eta, reg,
+            equal_weights=bool(equal_weights), block_size=block_size,
+        )
+        window.append((score, batch.shape[0], ok))
+        t, n_seen = t + 1, n_seen + batch.shape[0]
+        if evaluate is None and t == 1:
+            curve, steps = [float(score)], [0]
+        if t % eval_every == 0 or t == max_steps:
+            curve.append(_curve_entry(evaluate, params, window))
+            steps.append(t)
+            rejected += sum(not bool(o) for _, _, o in window)
+            window = []
+    if window:  # the stream ended between two entries
+        curve.append(_curve_entry(evaluate, params, window))
+        steps.append(t)
+        rejected += sum(not bool(o) for _, _, o in window)
+    return OnlineResult(
+        params, jnp.asarray(curve, dtype), jnp.asarray(steps, jnp.int32), jnp.asarray(t, jnp.int32),
+        jnp.asarray(n_seen), jnp.asarray(rejected, jnp.int32),
+    )
+
+
+def _curve_entry(evaluate, params, window) -> float:
+    """``evaluate(params)``, or the row-weighted mean score of the window's batches."""
+    if evaluate is not None:
+        return evaluate(params)
+    values = np.array([float(s) for s, _, _ in window])
+    rows = np.array([m for _, m, _ in window], np.float64)
+    return float(values @ rows / rows.sum())

@@ -1,0 +1,254 @@
+r"""Exact EM over data larger than memory: chunks in, the in-memory fit out.
+
+EM's E-step reduces to sufficient statistics that add up across rows
+(``mogjax.suffstats``), so one iteration over chunked data is
+
+.. math::
+
+   s = \sum_{c} \hat s(\theta_t; X_c), \qquad \theta_{t+1} = \text{M-step}(s),
+
+with every chunk's statistics taken about one fixed centre (the data mean, as the
+in-memory fit). The fit is the same full-batch EM as ``mogjax.fit_em``: same
+stopping rule, same curve (``curve[0]`` for the initial parameters, the mean
+log-likelihood over all ``n`` rows), same ``FitResult``.
+
+Data sources are ``mogjax.chunks`` (memmaps, ``.npy`` paths, arrays, lists of
+arrays, callables).
+
+**Chunks and compilation.** Chunks are re-cut to ``chunk_size`` rows (default: the
+longest chunk the source yields, or about ``CHUNK_ELEMENTS`` values per chunk for
+an array) and the last one is padded with zero-weight rows, so the jitted chunk
+E-step (``chunk_statistics``) compiles once per fit. Inside a chunk the E-step runs
+in row blocks, so device memory is ``O(chunk * d + block * (d^2 + k))`` whatever
+``n``; host memory holds two chunks (one read while the previous one computes) and
+the statistics, accumulated in float64.
+
+**Initialisation.** The in-memory inits need all the data; here ``init`` runs on a
+sample of at most ``init_sample`` rows taken at a fixed stride over the whole data
+(every row when ``n <= init_sample``, in which case the fit starts exactly where
+``fit_em`` starts). ``init_params`` replaces it, as in ``fit_em``.
+"""
+
+import functools
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mogjax import _validation as v
+from mogjax._typing import Array
+from mogjax.em import (
+    check_fit_settings,
+    FAILURE_ADVICE, DegenerateCovarianceError, FitResult, _keys, check_user_init, e_step_moments,
+)
+from mogjax.chunks import INIT_SAMPLE, as_source, checked_chunks, padded, rebatch, summarize
+from mogjax.init import initialize
+from mogjax.mixture import MixtureParams, is_finite
+from mogjax.suffstats import SufficientStats, m_step, stats_from_moments
+
+progress_logger = logging.getLogger("mogjax.progress")
+
+
+@functools.partial(jax.jit, static_argnames=("block_size",))
+def chunk_statistics(
+    params: MixtureParams, chunk: Array, n_valid, center: Array, *, block_size: int | None = None
+) -> SufficientStats:
+    """E-step statistics of the first ``n_valid`` rows of ``chunk`` (c, d). Jitted.
+
+    Rows from ``n_valid`` on are padding and weigh nothing; ``n_valid`` is traced, so
+    every chunk of one shape shares one compiled program.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> p = MixtureParams(jnp.zeros(1), jnp.zeros((1, 1)), jnp.ones(1), "identity")
+      >>> s = chunk_statistics(p, jnp.array([[1.0], [3.0], [0.0]]), 2, jnp.array([2.0]))
+      >>> float(s.n), float(s.counts[0]), float(s.sum_xx[0])
+      (2.0, 2.0, 2.0)
+    """
+    weight = jnp.arange(chunk.shape[0]) < n_valid
+    ll, counts, moments = e_step_moments(params, chunk, center, block_size, False, weight)
+    n = jnp.asarray(n_valid, chunk.dtype)
+    return stats_from_moments(n, ll, center, counts, moments, params.covariance_type)
+
+
+_SUMS = ("n", "log_likelihood", "counts", "sum_x", "sum_xx")
+
+
+def _add_on_host(total: list | None, stats: SufficientStats) -> list[np.ndarray]:
+    """``total + stats`` in float64 NumPy (waits for ``stats`` to be computed)."""
+    sums = [np.asarray(getattr(stats, f), np.float64) for f in _SUMS]
+    return sums if total is None else [a + b for a, b in zip(total, sums)]
+
+
+def full_pass(params, source, rows, center, n=None, block_size=None) -> SufficientStats:
+    """Statistics of all the data under ``params``: one jitted call per chunk.
+
+    Args:
+      params: the mixture.
+      source: a ``ChunkSource``.
+      rows: rows per chunk (the last is padded).
+      center: the statistics' centre, (d,), in the compute dtype.
+      n: when given, the number of rows the pass must see.
+      block_size: rows per block inside a chunk.
+
+    Chunk ``i + 1`` is read while chunk ``i`` computes (so at most two are held);
+    sums are kept in float64 on the host.
+    """
+    fill = np.asarray(center)
+    total, pending = None, None
+    for batch in rebatch(checked_chunks(source, center.shape[0], finite=False), rows):
+        x = jnp.asarray(padded(batch, rows, fill))
+        out = chunk_statistics(params, x, batch.shape[0], center, block_size=block_size)
+        total = total if pending is None else _add_on_host(total, pending)
+        pending = out
+    if pending is None:
+        raise ValueError("the data source yielded no rows on this pass")
+    total = _add_on_host(total, pending)
+    dtype = center.dtype
+    if n is not None and int(total[0]) != n:
+        raise ValueError(
+            f"the data source yielded {int(total[0])} rows on this pass but {n} on the "
+            "first: a callable must give the same data every time"
+        )
+    sums = dict(zip(_SUMS, (jnp.asarray(a, dtype) for a in total)))
+    return SufficientStats(center=center, covariance_type=params.covariance_type, **sums)
+
+
+_initialize = jax.jit(
+    initialize,
+    static_argnames=("n_components", "covariance_type", "method", "equal_weights", "block_size"),
+)
+_m_step = jax.jit(m_step, static_argnames="equal_weights")
+
+
+def fit_em_chunked(
+    data,
+    k: int | None = None,
+    *,
+    chunk_size: int | None = None,
+    covariance_type: str = "full",
+    init: str = "kmeans++",
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    n_init: int = 1,
+    seed=0,
+    init_params=None,
+    init_sample: int = INIT_SAMPLE,
+    equal_weights: bool = False,
+    block_size: int | None = None,
+    verbose: int = 0,
+) -> FitResult:
+    r"""Exact full-batch EM over chunked data (``fit_em``'s result, bounded memory).
+
+    Reads the data once to validate it (every chunk: columns, NaN, infinity), take
+    its mean (the statistics' centre) and the init sample, then once per EM
+    iteration. The loop over iterations and chunks runs on the host, one jitted call
+    per chunk; the stopping rule and the curve are ``fit_em``'s.
+
+    Args:
+      data: chunked data, see the module doc (memmap, ``.npy`` path, 2-D array,
+        sequence of 2-D arrays, or a callable returning an iterable of them).
+      k: number of components (may be omitted when ``init_params`` is a
+        ``MixtureParams``).
+      chunk_size: rows per chunk (default: the longest chunk of the source; for
+        arrays about ``CHUNK_ELEMENTS / d``); capped at ``n``.
+      covariance_type, init, max_iter, tol, reg_covar, seed, init_params,
+        equal_weights, verbose: as ``fit_em``; ``init`` runs on the init sample.
+      n_init: restarts, one after the other (each reads the data once per
+        iteration); the one of highest final log-likelihood wins, as in ``fit_em``.
+      init_sample: most rows the initialisation sees (a strided sample).
+      block_size: rows per block inside a chunk (``None``: chosen from the sizes).
+
+    Returns:
+      ``FitResult``, as ``fit_em``.
+
+    Raises:
+      ValueError: bad arguments or data, with the chunk named;
+        ``DegenerateCovarianceError`` as ``fit_em``.
+      TypeError: data of a kind not accepted.
+
+    Examples:
+      >>> import numpy as np
+      >>> x = np.concatenate([np.random.default_rng(0).normal(m, 1.0, (100, 2)) for m in (-5, 5)])
+      >>> chunks = [x[:70], x[70:150], x[150:]]
+      >>> a = fit_em_chunked(chunks, 2, covariance_type="diag", chunk_size=64)
+      >>> from mogjax import fit_em
+      >>> b = fit_em(x, 2, covariance_type="diag")
+      >>> bool(np.allclose(a.params.means, b.params.means, rtol=1e-4))
+      True
+      >>> int(a.n_iter) == int(b.n_iter)
+      True
+    """
+    k, init, max_iter, n_init, tol, reg_covar = check_fit_settings(
+        k, init_params, covariance_type, init, max_iter, n_init, tol, reg_covar)
+    init_sample = v.check_int(init_sample, "init_sample", 1)
+    verbose = v.check_int(verbose, "verbose", 0)
+    if chunk_size is not None:
+        chunk_size = v.check_int(chunk_size, "chunk_size", 1)
+    if block_size is not None:
+        block_size = v.check_int(block_size, "block_size", 1)
+    source = as_source(data, chunk_size)
+    if not source.reiterable:
+        raise ValueError(
+            "exact EM reads the data once per iteration, but a one-shot iterator can be "
+            "read once: pass a zero-argument callable returning a fresh iterator (e.g. "
+            "`lambda: read_chunks()`), or use mogjax.fit_online_em"
+        )
+
+    info = summarize(source, max(init_sample, k))
+    v.check_enough_samples(info.n, k)
+    user_init = check_user_init(init_params, k, info.n_features, covariance_type)
+    rows = min(chunk_size or info.longest, info.n)
+    dtype = info.dtype
+    center = jnp.asarray(info.mean, dtype)
+    sample = jnp.asarray(info.sample, dtype)
+    e_step = lambda p: full_pass(p, source, rows, center, info.n, block_size)
+    best = None
+    for key in _keys(seed, n_init):
+        params = _initialize(
+            key, sample, n_components=k, covariance_type=covariance_type, method=init,
+            reg_covar=jnp.asarray(reg_covar, dtype), equal_weights=bool(equal_weights),
+            block_size=None if block_size is None else min(block_size, sample.shape[0]),
+            **user_init,
+        )
+        result = _em_loop(params, e_step, max_iter, tol, jnp.asarray(reg_covar, dtype),
+                          bool(equal_weights), verbose, dtype)
+        if best is None or _better(result, best):
+            best = result
+    if bool(best.degenerate):
+        extra = ", or use float64 (jax_enable_x64)" if dtype == np.float32 else ""
+        raise DegenerateCovarianceError(FAILURE_ADVICE.format(extra=extra), best)
+    return best
+
+
+def _better(a: FitResult, b: FitResult) -> bool:
+    """``a`` beats ``b``: not degenerate, and a higher final log-likelihood (the first
+    wins ties, as ``argmax`` in ``fit_em``)."""
+    if bool(a.degenerate) != bool(b.degenerate):
+        return not bool(a.degenerate)
+    return float(a.final_log_likelihood) > float(b.final_log_likelihood)
+
+
+def _em_loop(params, e_step, max_iter, tol, reg_covar, equal_weights, verbose, dtype) -> FitResult:
+    """``mogjax.em._run_em``'s loop on the host: same stopping rule, same curve."""
+    stats = e_step(params)
+    curve = np.full(max_iter + 1, np.nan, dtype)
+    curve[0] = stats.mean_log_likelihood
+    i, converged, degenerate = 0, False, not np.isfinite(curve[0])
+    while i < max_iter and not converged and not degenerate:
+        new_params = _m_step(stats, reg_covar, equal_weights=equal_weights)
+        new_stats = e_step(new_params) if bool(is_finite(new_params)) else None
+        if new_stats is None or not np.isfinite(float(new_stats.log_likelihood)):
+            degenerate = True
+            break
+        params, stats, i = new_params, new_stats, i + 1
+        curve[i] = stats.mean_log_likelihood
+        converged = i >= 2 and abs(curve[i - 1] - curve[i - 2]) < tol
+        if verbose and i % verbose == 0:
+            progress_logger.info("chunked EM iteration %d: mean log-likelihood %.6f", i, curve[i])
+    return FitResult(
+        params, jnp.asarray(curve), jnp.asarray(i, jnp.int32), jnp.asarray(converged),
+        jnp.asarray(degenerate),
+    )
