@@ -37,17 +37,17 @@ def sum_over_blocks(fn, arrays, block_size: int):
     n = arrays[0].shape[0]
     n_blocks, n_full = n // block_size, (n // block_size) * block_size
     total = None
-    if n_blocks == 1:
+    if n_blocks >= 1:
+        # The loop starts from the first block's sums, not from zeros: inside
+        # shard_map the carry must vary over the mesh as the block sums do.
         total = fn(*[a[:block_size] for a in arrays])
-    elif n_blocks > 1:
-        first = jax.eval_shape(fn, *[a[:block_size] for a in arrays])
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), first)
 
         def body(i, acc):
             blocks = _block(arrays, i * block_size, block_size)
             return jax.tree.map(jnp.add, acc, fn(*blocks))
 
-        total = jax.lax.fori_loop(0, n_blocks, body, zeros)
+        if n_blocks > 1:
+            total = jax.lax.fori_loop(1, n_blocks, body, total)
     if n_full < n:
         rest = fn(*[a[n_full:] for a in arrays])
         total = rest if total is None else jax.tree.map(jnp.add, total, rest)
