@@ -12,7 +12,9 @@ import numpy as np
 import mogjax as mg
 from experiments import tracking
 from experiments.configs import DataName, GradientConfig
-from experiments.interrupt import RunInterrupted, exit_code, hard_exit, interruptible
+from experiments.interrupt import (
+    RunInterrupted, exit_code, hard_exit, interruptible, signals_raise,
+)
 
 for _noisy in ("jax._src.xla_bridge", "matplotlib"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
@@ -232,7 +234,8 @@ def one_line_errors(main):
     @functools.wraps(main)
     def wrapper(cfg):
         try:
-            return main(cfg)
+            with signals_raise():  # SIGTERM outside a run (loading, a batched fit) too
+                return main(cfg)
         except (ValueError, tracking.TrackingUnavailable) as err:
             if _in_multirun():
                 raise

@@ -126,10 +126,12 @@ def main(argv=None) -> int:
     parser.add_argument("--tracking-uri", default=None,
                         help="where to upload (default: the URI the run was started with)")
     args = parser.parse_args(argv)
+    from mlflow.exceptions import MlflowException
+
     try:
         run_id = upload(args.folder, args.tracking_uri)
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (OSError, ValueError, RuntimeError, MlflowException) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 1
     print(f"uploaded {args.folder} as MLflow run {run_id}")
     return 0

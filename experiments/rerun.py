@@ -37,7 +37,7 @@ def logged_run(client, run_id: str) -> dict:
     run = client.get_run(run_id)
     tags = run.data.tags
     method = tags.get("method")
-    if method is None or method == "compare":
+    if method is None or method == "compare" or tags.get("sweep_parent") == "true":
         raise ValueError(f"run {run_id} has no single method to re-run (a compare or sweep "
                          "parent?); re-run one of its children")
     config = _download(client, run_id, "config.yaml")
@@ -141,6 +141,9 @@ def main(argv=None) -> int:
         return 0
     print(f"run {args.run_id} did not reproduce:", *problems, sep="\n  ")
     diffs = environment_differences(logged["environment"])
+    if logged["tags"].get("batched") == "true":
+        diffs.append("the logged run came from a batch of seeds (n_seeds): one vmapped program, "
+                     "which a single fit reproduces to rounding only")
     if logged["tags"].get("git_dirty") == "true":
         diffs.append(f"the logged run came from a modified checkout of {logged['tags'].get('git_commit')}")
     if diffs:

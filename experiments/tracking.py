@@ -24,22 +24,25 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import traceback
 import urllib.error
 import urllib.request
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from types import SimpleNamespace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-# A tracking server that went away: give up after ~7 s of retries (defaults: ~2 min),
+# A tracking server that went away: give up after ~7 s of retries (defaults: minutes),
 # then keep the results locally. Set these variables yourself for a flakier network.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")  # a server that hangs: 10 s
 
 import mlflow  # noqa: E402
 import requests  # noqa: E402
@@ -119,16 +122,23 @@ class _OpenRun:
     uri: str
     record: RunRecord
     broken: Exception | None = None  # the store's first failure in this run
+    kept: list = field(default_factory=list)  # records of children kept locally
 
 
 _OPEN: dict[str, _OpenRun] = {}
-_STACK: list[str] = []  # open run ids, innermost last
+_LOCAL = threading.local()  # .stack: this thread's open run ids, innermost last
+
+
+def _stack() -> list[str]:
+    if not hasattr(_LOCAL, "stack"):
+        _LOCAL.stack = []
+    return _LOCAL.stack
 
 
 def active_run_id() -> str:
-    if not _STACK:
+    if not _stack():
         raise RuntimeError("no run is open: use `with tracking.start_run(...)`")
-    return _STACK[-1]
+    return _stack()[-1]
 
 
 def _send(run_id: str, call) -> None:
@@ -160,6 +170,22 @@ def _describe_failure(run_id: str, err: BaseException) -> None:
     set_tags({"error_type": type(err).__name__, "error_message": str(err)[:5000]}, run_id)
 
 
+def _create_run(cfg, uri: str, run_name: str, tags: dict, enclosing: "_OpenRun | None"):
+    """Create the run in the store; for a run inside one of ours whose store failed,
+    a local-only run (its record is uploaded later). ``(run, broken)``."""
+    try:
+        if enclosing is not None and enclosing.broken is not None:
+            raise enclosing.broken
+        exp_id = experiment_id(cfg)
+        run = MlflowClient(uri).create_run(exp_id, run_name=run_name, tags=resolve_tags(tags))
+        return run, None
+    except (TrackingUnavailable, *TRACKING_ERRORS) as err:
+        if enclosing is None:
+            raise
+        offline = SimpleNamespace(run_id=uuid.uuid4().hex, experiment_id=None)
+        return SimpleNamespace(info=offline), err
+
+
 @contextmanager
 def start_run(cfg, run_name: str, tags: dict[str, str], parent_run_id: str | None = None):
     """Open an MLflow run (a child of ``parent_run_id`` or of the sweep's parent, if
@@ -167,11 +193,13 @@ def start_run(cfg, run_name: str, tags: dict[str, str], parent_run_id: str | Non
 
     Ends ``FINISHED``; ``FAILED`` (traceback in ``error.txt``) if the body raises;
     ``KILLED`` on Ctrl-C or SIGTERM. If the store failed during the run, the local
-    record is kept under ``tracking.fallback_dir`` and ``TrackingUnavailable`` is
-    raised (unless the body's own exception is already on its way).
+    record is kept under ``tracking.fallback_dir``; the outermost run then raises
+    ``TrackingUnavailable`` naming every kept record (unless the body's own
+    exception is already on its way). Runs nested in one of ours go on when the
+    store fails (the later ones locally only), so nothing computed is lost.
     """
     uri = tracking_uri(cfg)
-    exp_id = experiment_id(cfg)
+    enclosing = _OPEN.get(_stack()[-1]) if _stack() else None
     parent = parent_run_id or os.environ.get(PARENT_ENV)
     all_tags = {**git_info(), **tags}
     if parent:
@@ -180,13 +208,13 @@ def start_run(cfg, run_name: str, tags: dict[str, str], parent_run_id: str | Non
         all_tags.setdefault("sweep_id", os.environ[SWEEP_ENV])
     if cfg.tags:
         all_tags["study"] = ",".join(cfg.tags)
-    run = MlflowClient(uri).create_run(exp_id, run_name=run_name, tags=resolve_tags(all_tags))
+    run, broken = _create_run(cfg, uri, run_name, all_tags, enclosing)
     run_id = run.info.run_id
     record = RunRecord.create({"run_id": run_id, "run_name": run_name, "tracking_uri": uri,
                                "experiment_name": cfg.tracking.experiment_name,
                                "tags": all_tags})
-    _OPEN[run_id] = state = _OpenRun(run_id, uri, record)
-    _STACK.append(run_id)
+    _OPEN[run_id] = state = _OpenRun(run_id, uri, record, broken)
+    _stack().append(run_id)
     status, in_flight = "FINISHED", None
     try:
         with signals_raise():
@@ -203,22 +231,36 @@ def start_run(cfg, run_name: str, tags: dict[str, str], parent_run_id: str | Non
             err.add_note(f"(MLflow run {run_id} marked FAILED; traceback in its error.txt)")
         raise
     finally:
-        _STACK.remove(run_id)
+        _stack().remove(run_id)
         record.update(status=status)
-        _send(run_id, lambda c: c.set_terminated(run_id, status))
-        del _OPEN[run_id]
-        if state.broken is None:
-            record.discard()
-        else:
-            _keep_record(cfg, state, in_flight)
+        try:
+            _send(run_id, lambda c: c.set_terminated(run_id, status))
+        finally:
+            del _OPEN[run_id]
+            if state.broken is None and not state.kept:
+                record.discard()
+            else:
+                _keep_records(cfg, state, enclosing, in_flight)
 
 
-def _keep_record(cfg, state: _OpenRun, in_flight: BaseException | None) -> None:
-    folder = state.record.keep(Path(cfg.tracking.fallback_dir))
+def _keep_records(cfg, state: _OpenRun, enclosing, in_flight) -> None:
+    """Keep this run's record (if its store failed) and hand it, with its children's,
+    to the enclosing run; the outermost run reports them all."""
+    kept = list(state.kept)
+    if state.broken is not None:
+        kept.insert(0, state.record.keep(Path(cfg.tracking.fallback_dir)))
+    else:
+        state.record.discard()
+    if enclosing is not None:
+        enclosing.kept.extend(kept)
+        enclosing.broken = enclosing.broken or state.broken
+        return
+    commands = "; ".join(UPLOAD_COMMAND.format(folder=f, uri=state.uri) for f in kept)
+    reason = state.broken or "a nested run's store call failed"
     message = (
         f"tracking store {state.uri} failed during run {state.run_id} "
-        f"({str(state.broken).splitlines()[0][:200]}); its results are kept in {folder}. "
-        f"Upload them later with: {UPLOAD_COMMAND.format(folder=folder, uri=state.uri)}"
+        f"({str(reason).splitlines()[0][:200]}); the results are kept in "
+        f"{', '.join(map(str, kept))}. Upload them later with: {commands}"
     )
     if in_flight is None:
         raise TrackingUnavailable(message)
@@ -391,7 +433,16 @@ class SweepCallback(Callback):
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
         env = getattr(self, "sweep_env", None)
         if env and os.environ.get(PARENT_ENV) != env[PARENT_ENV]:  # a worker elsewhere
+            self.saved_env = {key: os.environ.get(key) for key in env}
             os.environ.update(env)
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        for key, value in getattr(self, "saved_env", {}).items():  # a reused worker
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self.saved_env = {}
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         atexit.unregister(self._close)
@@ -404,19 +455,27 @@ class SweepCallback(Callback):
         os.environ.pop(SWEEP_ENV, None)
         if not parent:
             return
-        client = MlflowClient()
-        param, metric = config.tracking.summary_param, config.tracking.summary_metric
-        if param:
-            children = mlflow.search_runs(
-                [experiment_id(config)], filter_string=f"tags.mlflow.parentRunId = '{parent}'",
-            )
-            pcol, mcol = f"params.{param}", f"metrics.{metric}"
-            if len(children) and pcol in children and mcol in children:
-                from mogjax.plotting import plot_metric_against
+        try:
+            if config.tracking.summary_param:
+                _log_summary_plot(config, parent)
+        except Exception as err:  # a summary must not leave the parent RUNNING
+            log.warning("no summary plot for sweep %s: %s", parent, err)
+        finally:
+            MlflowClient().set_terminated(parent, status)
 
-                done = children[children[mcol].notna()]
-                fig = plot_metric_against(
-                    done[pcol].astype(float).to_numpy(), done[mcol].astype(float).to_numpy(),
-                    xlabel=param, ylabel=metric, title=f"{metric} against {param}")
-                log_figure(fig, f"{metric}_vs_{param}.png", parent)
-        client.set_terminated(parent, status)
+
+def _log_summary_plot(config: DictConfig, parent: str) -> None:
+    """``summary_metric`` against ``summary_param`` over the finished children."""
+    param, metric = config.tracking.summary_param, config.tracking.summary_metric
+    children = mlflow.search_runs(
+        [experiment_id(config)], filter_string=f"tags.mlflow.parentRunId = '{parent}'",
+    )
+    pcol, mcol = f"params.{param}", f"metrics.{metric}"
+    if len(children) and pcol in children and mcol in children:
+        from mogjax.plotting import plot_metric_against
+
+        done = children[children[mcol].notna()]
+        fig = plot_metric_against(
+            done[pcol].astype(float).to_numpy(), done[mcol].astype(float).to_numpy(),
+            xlabel=param, ylabel=metric, title=f"{metric} against {param}")
+        log_figure(fig, f"{metric}_vs_{param}.png", parent)

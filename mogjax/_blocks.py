@@ -3,8 +3,9 @@
 Anything whose intermediate is ``(n, width)`` with a large ``width`` (EM's quadratic
 features, the ``(n, k)`` responsibilities) goes through these helpers, so its peak
 memory is ``O(block_size * width)`` however large ``n`` is. The blocks are a
-``lax.scan`` over the first ``(n // block_size) * block_size`` rows plus one call on
-the remainder, so no padding or masking is needed.
+``fori_loop`` of ``dynamic_slice``s over the first ``(n // block_size) * block_size``
+rows plus one call on the remainder, so no padding is needed here (chunked and
+sharded EM pad to fixed shapes themselves and pass 0/1 row weights).
 """
 
 import jax

@@ -59,11 +59,14 @@ def is_chunked(x) -> bool:
 
 
 def _file_region(a: np.ndarray):
-    """``(filename, byte offset of a[0, 0])`` for a C-contiguous memmap, else None."""
+    """``(filename, byte offset of a[0, 0])`` for a C-contiguous read-only memmap, else
+    None (a copy-on-write or writable map may hold changes the file does not)."""
     root = a
     while isinstance(root.base, np.ndarray):
         root = root.base
     if not (isinstance(root, np.memmap) and isinstance(root.base, mmap.mmap)):
+        return None
+    if getattr(root, "mode", None) != "r":
         return None
     if getattr(a, "filename", None) is None or not a.flags.c_contiguous:
         return None

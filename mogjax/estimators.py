@@ -156,7 +156,7 @@ class GaussianMixture:
             }
             n_init = self.n_init
         result = fit_em(
-            X,
+            np.asarray(X),  # in memory, as scikit-learn (a memmap would go the chunked way)
             self.n_components,
             covariance_type=self.covariance_type,
             init=self.init_params,

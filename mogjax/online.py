@@ -13,7 +13,7 @@ are blended into running statistics and the M-step reads those:
    \eta_0 = 1,\quad \eta_t = (t + t_0)^{-\alpha}\ (t \ge 1), \qquad
    \theta_{t+1} = \text{M-step}(s_{t+1}),
 
-with :math:`\alpha \in (0.5, 1]` (``step_size_power``) and :math:`t_0 \ge 0`
+with :math:`\alpha \in (0.5, 1]` (``step_size_power``) and :math:`t_0 > 0`
 (``step_offset``). Dividing by :math:`m_t` makes batches of different sizes (the
 last, shorter one) mix on one scale; the M-step is scale-free, so one step with
 ``eta = 1`` is a plain EM step on the batch.
@@ -174,7 +174,8 @@ def fit_online_em(
       n_epochs: passes over a re-readable stream.
       max_steps: stop after this many steps (default: when the stream ends).
       step_size_power: :math:`\alpha \in (0.5, 1]`.
-      step_offset: :math:`t_0 \ge 0`.
+      step_offset: :math:`t_0 > 0` (at 0, the second step, with :math:`\eta_1 = 1`,
+        would discard the first batch).
       eval_data: data to score the curve on: a held-out set, or the full data
         (an array, or chunked data, then read once per evaluation). ``None``:
         progressive validation, each batch scored by the parameters *before* its
@@ -211,7 +212,7 @@ def fit_online_em(
     n_epochs = v.check_int(n_epochs, "n_epochs", 1)
     max_steps = None if max_steps is None else v.check_int(max_steps, "max_steps", 1)
     alpha = _check_real(step_size_power, "step_size_power", 0.5, 1.0, low_open=True)
-    offset = _check_real(step_offset, "step_offset", 0.0, np.inf, low_open=False)
+    offset = _check_real(step_offset, "step_offset", 0.0, np.inf, low_open=True)
     eval_every = v.check_int(eval_every, "eval_every", 1)
     reg_covar = v.check_nonnegative(reg_covar, "reg_covar")
     source = as_source(stream, batch_size)
@@ -263,8 +264,8 @@ def fit_online_em(
         )
         window.append((score, batch.shape[0], ok))
         t, n_seen = t + 1, n_seen + batch.shape[0]
-        if evaluate is None and t == 1:
-            curve, steps = [float(score)], [0]
+        if evaluate is None and t == 1:  # curve[0]: the first batch under the start
+            curve, steps, window = [float(score)], [0], []
         if t % eval_every == 0 or t == max_steps:
             curve.append(_curve_entry(evaluate, params, window))
             steps.append(t)

@@ -116,6 +116,34 @@ def test_a_server_that_dies_mid_run_leaves_the_results_in_the_fallback(tmp_path)
         assert "params.npz" in {a.path for a in client.list_artifacts(run_id)}
 
 
+def test_runs_nested_in_a_run_whose_store_died_are_kept_locally(cfg_factory, tmp_path, monkeypatch):
+    from experiments import fallback, tracking
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with mlflow_server(tmp_path) as server:
+        cfg = cfg_factory(f"tracking.uri={server.url}", f"tracking.fallback_dir={tmp_path / 'kept'}")
+        with pytest.raises(tracking.TrackingUnavailable) as info:
+            with tracking.start_run(cfg, "parent", {}) as parent:
+                parent_id = parent.info.run_id
+                with tracking.start_run(cfg, "child-0", {}, parent_run_id=parent_id):
+                    tracking.log_curve("log_likelihood", [1.0, 2.0])
+                server.stop()
+                for i in (1, 2):  # computed after the store died: kept, not lost
+                    with tracking.start_run(cfg, f"child-{i}", {}, parent_run_id=parent_id):
+                        tracking.log_curve("log_likelihood", [1.0, 2.0, 3.0])
+    kept = sorted((tmp_path / "kept").iterdir())
+    assert len(kept) == 3 and parent_id in {k.name for k in kept}  # child-0 was logged
+    for folder in kept:
+        assert str(folder) in str(info.value)
+        record = json.loads((folder / "run.json").read_text())
+        assert record["status"] == "FINISHED"
+        if record["run_name"] != "parent":
+            assert record["tags"]["mlflow.parentRunId"] == parent_id
+            assert len((folder / "metrics.jsonl").read_text().splitlines()) == 3
+    # the store is still down: the upload command says so in one line
+    assert fallback.main([str(kept[0])]) == 1
+
+
 # ------------------------------------------------------- concurrent writers
 
 

@@ -250,3 +250,12 @@ def test_online_bad_input(offset_data):
     bad[100, 0] = np.inf
     with pytest.raises(ValueError, match="chunk 1 contains infinity"):
         mg.fit_online_em([bad[:10], bad[10:]], 2, batch_size=32)
+
+
+def test_a_copy_on_write_memmap_is_fitted_as_changed(tmp_path, offset_data, start):
+    path = tmp_path / "x.npy"
+    np.save(path, offset_data)
+    x = np.load(path, mmap_mode="c")
+    x[:, 0] += 3.0  # in this process only, not in the file
+    kw = dict(init_params=start, tol=TOL, max_iter=MAX_ITER)
+    assert_same_fit(mg.fit_em(x, K, **kw), mg.fit_em(np.array(x), K, **kw))
