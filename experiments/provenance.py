@@ -1,6 +1,7 @@
 """What identifies a run and lets it be re-run: the code, the environment, the data,
 the config."""
 
+import functools
 import hashlib
 import os
 import platform
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 PACKAGES = ("mogjax", "jax", "jaxlib", "numpy", "optax", "mlflow", "hydra-core", "scipy")
 
 
+@functools.cache  # once per process: every run of a sweep or a batch shares it
 def git_info() -> dict[str, str]:
     """The commit and dirty flag of this project's checkout, when it is a git repository."""
     git = ["git", "-C", str(Path(__file__).resolve().parents[1])]
@@ -27,6 +29,7 @@ def git_info() -> dict[str, str]:
     return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
 
 
+@functools.cache
 def environment() -> dict:
     """What a re-run needs to match: Python, platform, package versions, JAX's set-up."""
     import jax

@@ -116,13 +116,14 @@ def main(argv=None) -> int:
                         help="the store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
     args = parser.parse_args(argv)
 
-    import os
 
     import jax
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    from experiments.tracking import resolve_uri
+
+    uri = resolve_uri(args.tracking_uri)
     try:
         logged = logged_run(MlflowClient(uri), args.run_id)
     except (MlflowException, ValueError) as err:

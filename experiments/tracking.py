@@ -75,7 +75,12 @@ class TrackingUnavailable(RuntimeError):
 
 def tracking_uri(cfg) -> str:
     """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``."""
-    uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
+    return resolve_uri(cfg.tracking.uri)
+
+
+def resolve_uri(uri: str | None) -> str:
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
@@ -123,6 +128,7 @@ class _OpenRun:
     record: RunRecord
     broken: Exception | None = None  # the store's first failure in this run
     kept: list = field(default_factory=list)  # records of children kept locally
+    experiment: tuple = ()  # (uri, experiment name, id): nested runs reuse it
 
 
 _OPEN: dict[str, _OpenRun] = {}
@@ -176,7 +182,11 @@ def _create_run(cfg, uri: str, run_name: str, tags: dict, enclosing: "_OpenRun |
     try:
         if enclosing is not None and enclosing.broken is not None:
             raise enclosing.broken
-        exp_id = experiment_id(cfg)
+        key = (uri, cfg.tracking.experiment_name)
+        if enclosing is not None and enclosing.experiment[:2] == key:
+            exp_id = enclosing.experiment[2]  # checked and created by the enclosing run
+        else:
+            exp_id = experiment_id(cfg)
         run = MlflowClient(uri).create_run(exp_id, run_name=run_name, tags=resolve_tags(tags))
         return run, None
     except (TrackingUnavailable, *TRACKING_ERRORS) as err:
@@ -213,7 +223,8 @@ def start_run(cfg, run_name: str, tags: dict[str, str], parent_run_id: str | Non
     record = RunRecord.create({"run_id": run_id, "run_name": run_name, "tracking_uri": uri,
                                "experiment_name": cfg.tracking.experiment_name,
                                "tags": all_tags})
-    _OPEN[run_id] = state = _OpenRun(run_id, uri, record, broken)
+    _OPEN[run_id] = state = _OpenRun(run_id, uri, record, broken, experiment=(
+        uri, cfg.tracking.experiment_name, run.info.experiment_id))
     _stack().append(run_id)
     status, in_flight = "FINISHED", None
     try:
@@ -286,17 +297,11 @@ def _log_metrics(run_id: str, metrics: list[Metric]) -> None:
 
 def _log_file(run_id: str, name: str, write) -> None:
     """``write(path)`` makes the artifact ``name`` (a path inside the run's artifacts)."""
+    folder = str(Path(name).parent) if Path(name).parent != Path(".") else None
     record = _record(run_id)
-    if record is not None:
-        path = record.artifact_path(name)
+    with tempfile.TemporaryDirectory() as tmp:  # used only for a run that is not ours
+        path = record.artifact_path(name) if record else Path(tmp) / Path(name).name
         write(path)
-        folder = str(Path(name).parent) if Path(name).parent != Path(".") else None
-        _send(run_id, lambda c: c.log_artifact(run_id, str(path), folder))
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(name).name
-        write(path)
-        folder = str(Path(name).parent) if Path(name).parent != Path(".") else None
         _send(run_id, lambda c: c.log_artifact(run_id, str(path), folder))
 
 
