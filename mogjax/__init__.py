@@ -6,16 +6,10 @@ and a scikit-learn-style face over it. See DESIGN.md for the layers.
 
 from mogjax.batched import fit_em_seeds
 from mogjax.datasets import load_iris, load_old_faithful, make_mixture
-from mogjax.em import DegenerateCovarianceError, FitResult, e_step, em_step, fit_em
+from mogjax.em import e_step, em_step, fit_em
 from mogjax.bandwidth import estimate_bandwidth
 from mogjax.estimators import GaussianMixture, MeanShift
-from mogjax.gradient import (
-    GradientResult,
-    UnconstrainedParams,
-    fit_gradient,
-    from_unconstrained,
-    to_unconstrained,
-)
+from mogjax.gradient import GradientResult, fit_gradient
 from mogjax.gaussian import (
     COVARIANCE_TYPES,
     log_gaussian_density,
@@ -37,9 +31,11 @@ from mogjax.mixture import (
     score_samples,
 )
 from mogjax.online import OnlineResult, fit_online_em
+from mogjax.results import STOP_REASONS, DegenerateCovarianceError, FitResult
 from mogjax.streaming import fit_em_chunked
 from mogjax.suffstats import SufficientStats, m_step
 from mogjax.sharded import ShardedData, e_step_sharded, fit_em_sharded, shard_rows
+from mogjax.unconstrained import UnconstrainedParams, from_unconstrained, to_unconstrained
 
 __version__ = "0.1.0"
 
@@ -54,6 +50,7 @@ __all__ = [
     "MeanShiftResult",
     "MixtureParams",
     "OnlineResult",
+    "STOP_REASONS",
     "SufficientStats",
     "UnconstrainedParams",
     "aic",

@@ -85,6 +85,16 @@ def check_nonnegative(value, name: str) -> float:
     return float(value)
 
 
+def check_stop_rule(patience, previous) -> tuple[int, float]:
+    """``patience`` (an integer >= 1) and the value before the start (NaN for none)."""
+    patience = check_int(patience, "patience", 1)
+    if previous is None:
+        return patience, float("nan")
+    if isinstance(previous, bool) or not isinstance(previous, numbers.Real) or not np.isfinite(previous):
+        raise ValueError(f"previous_log_likelihood must be a finite number or None, got {previous!r}")
+    return patience, float(previous)
+
+
 def check_choice(value, name: str, choices) -> str:
     if value not in choices:
         raise ValueError(f"Invalid value for {name!r}: {value!r}; it must be one of {tuple(choices)}")

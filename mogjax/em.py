@@ -15,7 +15,6 @@ per block against the quadratic features of ``mogjax.gaussian``, and its memory
 """
 
 import functools
-import logging
 from typing import NamedTuple
 
 import jax
@@ -28,84 +27,12 @@ from mogjax import gaussian as gs
 from mogjax._typing import Array, ArrayLike
 from mogjax.init import canonical_init, initialize
 from mogjax.mixture import MixtureParams, is_finite
-from mogjax.suffstats import SufficientStats, m_step, stats_from_moments
-
-FAILURE_ADVICE = (
-    "Fitting the mixture model failed because some components have ill-defined "
-    "empirical covariance (for instance caused by singleton or collapsed samples). "
-    "Try to decrease the number of components, increase reg_covar, or scale the "
-    "input data{extra}."
+from mogjax.progress import report_every
+from mogjax.results import (  # noqa: F401  (FAILURE_ADVICE: re-exported for callers)
+    FAILURE_ADVICE, DegenerateCovarianceError, FitResult, StopCounter, best_of,
+    count_small_gains, raise_if_degenerate, start_counter,
 )
-
-
-progress_logger = logging.getLogger("mogjax.progress")
-
-
-def _report_progress(every, iteration, mean_log_likelihood) -> None:
-    """Host side of the progress callback."""
-    iteration = np.atleast_1d(np.asarray(iteration))
-    values = np.atleast_1d(np.asarray(mean_log_likelihood))
-    due = iteration % every == 0
-    if np.any(due):  # under vmap the device-side stride test cannot skip the call
-        progress_logger.info(
-            "EM iteration %d: mean log-likelihood %s", int(np.max(iteration)),
-            ", ".join(f"{v:.6f}" for v in values[due]),
-        )
-
-
-def report_every(every: int, iteration, value) -> None:
-    """Inside a compiled loop: call ``_report_progress`` when ``iteration % every == 0``.
-
-    ``every = 0`` compiles nothing. The host callback runs only at that stride, so a
-    long fit shows progress without a round trip per iteration (under ``vmap``, with
-    ``n_init > 1``, the condition becomes a select: the call then happens every
-    iteration and the host skips the ones not due).
-    """
-    if every:
-        jax.lax.cond(
-            iteration % every == 0,
-            lambda: jax.debug.callback(functools.partial(_report_progress, every), iteration, value),
-            lambda: None,
-        )
-
-
-class FitResult(NamedTuple):
-    """What a fit returns: the parameters and the whole likelihood curve as data.
-
-    Attributes:
-      params: the fitted ``MixtureParams`` (never NaN).
-      curve: mean log-likelihood per iteration, ``(max_iter + 1,)``: ``curve[0]``
-        for the initial parameters, ``curve[t]`` after ``t`` iterations,
-        ``curve[n_iter]`` the final value, NaN after it.
-      n_iter: iterations taken (an integer array).
-      converged: whether the stopping rule was met before ``max_iter``.
-      degenerate: whether a step produced a non-finite covariance and was undone
-        (the fit stopped at the last finite parameters).
-    """
-
-    params: MixtureParams
-    curve: Array
-    n_iter: Array
-    converged: Array
-    degenerate: Array | bool = False
-
-    @property
-    def final_log_likelihood(self) -> Array:
-        """``curve[n_iter]``: the mean log-likelihood of ``params``."""
-        return self.curve[self.n_iter]
-
-
-class DegenerateCovarianceError(ValueError):
-    """A fit met a covariance that is not positive definite.
-
-    ``result`` holds what was computed up to the failure (finite parameters and
-    the curve so far), so callers can still log it.
-    """
-
-    def __init__(self, message: str, result: FitResult):
-        super().__init__(message)
-        self.result = result
-
+from mogjax.suffstats import SufficientStats, m_step, stats_from_moments
 
 # Precompute the quadratic features of the data once per fit while they take at most
 # this many bytes (1e6 x 8 float32: 176 MB); above it, every E-step recomputes them
@@ -149,17 +76,24 @@ def block_statistics(features, theta, offset, log_const, weight=None):
 def e_step_moments(params, data, center, block_size, data_are_features: bool, weight=None):
     """``(log-likelihood, counts, moments)`` of ``data`` (rows or their quadratic
     features) summed over row blocks; ``weight`` as in ``block_statistics``."""
-    cov_type = params.covariance_type
-    theta, offset, log_const = density_terms(params, center, data.dtype)
+    terms = density_terms(params, center, data.dtype)
+    return terms_moments(terms, data, center, params.covariance_type, block_size,
+                         data_are_features, weight)
+
+
+def terms_moments(terms, data, center, covariance_type: str, block_size,
+                  data_are_features: bool, weight=None):
+    """``e_step_moments`` from the density terms ``(theta, offset, log_const)``."""
+    theta, offset, log_const = terms
     features = (lambda b: b) if data_are_features else (
-        lambda xb: gs.quadratic_features(xb - center, cov_type))
+        lambda xb: gs.quadratic_features(xb - center, covariance_type))
     if weight is None:
         block = lambda b: block_statistics(features(b), theta, offset, log_const)
         arrays = [data]
     else:
         block = lambda b, wb: block_statistics(features(b), theta, offset, log_const, wb)
         arrays = [data, weight]
-    width = gs.n_quadratic_features(params.n_features, cov_type) + params.n_components
+    width = theta.shape[0] + theta.shape[1]
     rows = _blocks.choose_block_size(data.shape[0], width, block_size)
     return _blocks.sum_over_blocks(block, arrays, rows)
 
@@ -174,6 +108,16 @@ def caches_features(x, covariance_type: str) -> bool:
     """Whether EM precomputes the quadratic features of ``x`` (``FEATURE_CACHE_BYTES``)."""
     width = gs.n_quadratic_features(x.shape[1], covariance_type)
     return x.shape[0] * width * x.dtype.itemsize <= FEATURE_CACHE_BYTES
+
+
+def e_step_data(x: Array, covariance_type: str) -> tuple[Array, Array, bool]:
+    """``(data, center, cached)``: what an E-step over in-memory ``x`` reads: the
+    quadratic features of ``x - center`` when they fit ``FEATURE_CACHE_BYTES``
+    (``cached``), else ``x`` itself; ``center`` is the data mean."""
+    center = jnp.mean(x, axis=0)
+    cached = caches_features(x, covariance_type)
+    data = gs.quadratic_features(x - center, covariance_type) if cached else x
+    return data, center, cached
 
 
 def e_step(
@@ -231,50 +175,61 @@ def em_step(
     return m_step(stats, reg_covar, equal_weights=equal_weights)
 
 
+class EMState(NamedTuple):
+    """The compiled EM loop's state."""
+
+    params: MixtureParams
+    stats: SufficientStats  # of ``params``
+    curve: Array
+    step: Array
+    counter: StopCounter
+    converged: Array
+    degenerate: Array
+
+
 def em_loop(e_step_fn, params, tol, reg_covar, max_iter: int, equal_weights: bool,
-            verbose: int = 0) -> FitResult:
+            verbose: int = 0, patience=1, previous=None) -> FitResult:
     """The EM loop from ``params`` over any E-step ``params -> SufficientStats``: one
     ``lax.while_loop``, the curve as data (in-memory and sharded EM share it).
 
-    Stopping rule (scikit-learn's, so that ``n_iter`` and the parameters match it):
-    after iteration ``t >= 2`` the loop stops when the gain of the *previous*
-    iteration, ``|curve[t-1] - curve[t-2]|``, is below ``tol``. A step whose
-    parameters are not finite is undone and stops the loop (``degenerate``).
+    Stops by ``mogjax.results``' rule (``tol``, ``patience``; ``previous`` is the
+    value before ``params`` when continuing a fit). A step whose parameters are not
+    finite is undone and stops the loop (``degenerate``).
     """
     stats0 = e_step_fn(params)
     dtype = stats0.log_likelihood.dtype
     curve = jnp.full((max_iter + 1,), jnp.nan, dtype).at[0].set(stats0.mean_log_likelihood)
 
-    def cond(c):
-        _, _, _, i, converged, degenerate = c
-        return (i < max_iter) & ~converged & ~degenerate
+    def cond(s: EMState):
+        return (s.step < max_iter) & ~s.converged & ~s.degenerate
 
-    def body(c):
-        p, stats, curve, i, _, _ = c
-        new_p = m_step(stats, reg_covar, equal_weights=equal_weights)
+    def body(s: EMState) -> EMState:
+        new_p = m_step(s.stats, reg_covar, equal_weights=equal_weights)
         new_stats = e_step_fn(new_p)
         ok = is_finite(new_p) & jnp.isfinite(new_stats.log_likelihood)
-        p, stats = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (new_p, new_stats), (p, stats))
-        i = i + ok.astype(i.dtype)
-        curve = curve.at[i].set(jnp.where(ok, stats.mean_log_likelihood, curve[i]))
-        gain = jnp.abs(curve[jnp.maximum(i - 1, 0)] - curve[jnp.maximum(i - 2, 0)])
-        converged = ok & (i >= 2) & (gain < tol)
+        p, stats = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (new_p, new_stats),
+                                (s.params, s.stats))
+        i = s.step + ok.astype(s.step.dtype)
+        curve = s.curve.at[i].set(jnp.where(ok, stats.mean_log_likelihood, s.curve[i]))
+        counter, stop = count_small_gains(s.counter, jnp.abs(curve[i] - curve[i - 1]), tol,
+                                          patience)
         report_every(verbose, i, curve[i])
-        return p, stats, curve, i, converged, ~ok
+        return EMState(p, stats, curve, i, counter, ok & stop, ~ok)
 
-    start = (params, stats0, curve, jnp.int32(0), jnp.bool_(False), jnp.bool_(False))
-    params, _, curve, n_iter, converged, degenerate = jax.lax.while_loop(cond, body, start)
-    degenerate = degenerate | ~jnp.isfinite(curve[0])
-    return FitResult(params, curve, n_iter, converged, degenerate)
+    start = EMState(params, stats0, curve, jnp.int32(0), start_counter(curve[0], previous),
+                    jnp.bool_(False), jnp.bool_(False))
+    s = jax.lax.while_loop(cond, body, start)
+    degenerate = s.degenerate | ~jnp.isfinite(curve[0])
+    return FitResult(s.params, s.curve, s.step, s.converged, degenerate)
 
 
-def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verbose=0) -> FitResult:
+def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verbose=0,
+            patience=1, previous=None) -> FitResult:
     """EM on in-memory ``x`` from ``params``, its features cached when they fit."""
-    center = jnp.mean(x, axis=0)
-    cached = caches_features(x, params.covariance_type)
-    data = gs.quadratic_features(x - center, params.covariance_type) if cached else x
+    data, center, cached = e_step_data(x, params.covariance_type)
     e_step_fn = lambda p: _e_step(p, data, center, block_size, cached)
-    return em_loop(e_step_fn, params, tol, reg_covar, max_iter, equal_weights, verbose)
+    return em_loop(e_step_fn, params, tol, reg_covar, max_iter, equal_weights, verbose,
+                   patience, previous)
 
 
 @functools.partial(
@@ -285,8 +240,8 @@ def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verb
     ),
 )
 def _fit_em_compiled(
-    x, keys, user_init, tol, reg_covar, *, n_components, covariance_type, init,
-    max_iter, equal_weights, block_size, verbose=0,
+    x, keys, user_init, tol, reg_covar, patience=1, previous=jnp.nan, *, n_components,
+    covariance_type, init, max_iter, equal_weights, block_size, verbose=0,
 ) -> tuple[FitResult, FitResult]:
     """Initialise and run EM for every key with ``vmap``; return (best, all runs)."""
 
@@ -295,16 +250,15 @@ def _fit_em_compiled(
             key, x, n_components, covariance_type, init, reg_covar,
             equal_weights=equal_weights, block_size=block_size, **user_init,
         )
-        return _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verbose)
+        return _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verbose,
+                       patience, previous)
 
     if keys.shape[0] == 1:  # no batch dimension: vmap of size 1 costs ~20% here
         runs = jax.tree.map(lambda a: a[None], one_run(keys[0]))
     else:
         runs = jax.vmap(one_run)(keys)
     final = jnp.take_along_axis(runs.curve, runs.n_iter[:, None], axis=1)[:, 0]
-    score = jnp.where(runs.degenerate, -jnp.inf, jnp.nan_to_num(final, nan=-jnp.inf))
-    best = jnp.argmax(score)
-    return jax.tree.map(lambda a: a[best], runs), runs
+    return best_of(runs, final, runs.degenerate), runs
 
 
 def _keys(seed, n_init: int) -> Array:
@@ -393,19 +347,22 @@ def fit_em(
     block_size: int | None = None,
     verbose: int = 0,
     chunk_size: int | None = None,
+    patience: int = 1,
+    previous_log_likelihood: float | None = None,
 ) -> FitResult:
     r"""Fit a Gaussian mixture by EM; the whole loop is one compiled program.
 
-    ``tol`` and ``reg_covar`` are traced, so a sweep over them compiles once; the
+    ``tol``, ``patience`` and ``reg_covar`` are traced, so a sweep over them compiles once; the
     sizes, ``covariance_type``, ``init``, ``max_iter``, ``n_init`` and
     ``equal_weights`` are compiled in. ``n_init`` restarts run side by side with
     ``vmap`` and the one of highest final log-likelihood wins.
 
-    Stopping rule: as scikit-learn, the fit stops after iteration ``t`` when the
-    previous iteration gained less than ``tol`` in mean log-likelihood,
-    :math:`|\ell_{t-1} - \ell_{t-2}| < \mathrm{tol}` (so ``n_iter``, ``converged``
-    and the parameters equal scikit-learn's from the same start); ``tol=0`` runs
-    all ``max_iter`` iterations.
+    Stopping rule (``mogjax.results``, the same for every fit): after iteration ``t``
+    the fit stops when the ``patience`` iterations before it each gained less than
+    ``tol`` in mean log-likelihood; with ``patience=1``,
+    :math:`|\ell_{t-1} - \ell_{t-2}| < \mathrm{tol}`, scikit-learn's rule (so
+    ``n_iter``, ``converged`` and the parameters equal scikit-learn's from the same
+    start); ``tol=0`` runs all ``max_iter`` iterations.
 
     Data larger than memory: when ``x`` is chunked (a ``numpy.memmap`` such as
     ``np.load(path, mmap_mode="r")``, a list or tuple of 2-D arrays, a zero-argument
@@ -438,6 +395,10 @@ def fit_em(
         that stride only; ``0`` (default) is silent and compiles no callback.
       chunk_size: rows per chunk; given (or with chunked ``x``), the fit is
         ``fit_em_chunked``'s.
+      patience: consecutive small gains that stop the fit (>= 1).
+      previous_log_likelihood: when continuing an earlier fit from its parameters
+        (``init_params``), that fit's last curve value but one, so the gain into the
+        start counts first (scikit-learn's ``warm_start``); ``None``: a fresh fit.
 
     Returns:
       ``FitResult`` with ``params``, ``curve`` (``max_iter + 1`` entries, NaN
@@ -464,7 +425,7 @@ def fit_em(
             x, k, chunk_size=chunk_size, covariance_type=covariance_type, init=init,
             max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_init=n_init, seed=seed,
             init_params=init_params, equal_weights=equal_weights, block_size=block_size,
-            verbose=verbose,
+            verbose=verbose, patience=patience, previous_log_likelihood=previous_log_likelihood,
         )
     x = v.check_data(x)
     n, d = x.shape
@@ -475,13 +436,13 @@ def fit_em(
     if block_size is not None:
         block_size = _blocks.choose_block_size(n, 1, block_size)
 
+    patience, previous = v.check_stop_rule(patience, previous_log_likelihood)
     best, _ = _fit_em_compiled(
         x, _keys(seed, n_init), user_init, jnp.asarray(tol, x.dtype),
-        jnp.asarray(reg_covar, x.dtype), n_components=k, covariance_type=covariance_type,
-        init=init, max_iter=max_iter, equal_weights=bool(equal_weights), block_size=block_size,
+        jnp.asarray(reg_covar, x.dtype), jnp.int32(patience), jnp.asarray(previous, x.dtype),
+        n_components=k, covariance_type=covariance_type, init=init, max_iter=max_iter,
+        equal_weights=bool(equal_weights), block_size=block_size,
         verbose=v.check_int(verbose, "verbose", 0),
     )
-    if bool(best.degenerate):
-        extra = ", or use float64 (jax_enable_x64)" if x.dtype == jnp.float32 else ""
-        raise DegenerateCovarianceError(FAILURE_ADVICE.format(extra=extra), best)
+    raise_if_degenerate(best, x.dtype)
     return best

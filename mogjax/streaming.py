@@ -38,13 +38,11 @@ import numpy as np
 
 from mogjax import _validation as v
 from mogjax._typing import Array
-from mogjax.em import (
-    check_fit_settings,
-    FAILURE_ADVICE, DegenerateCovarianceError, FitResult, _keys, check_user_init, e_step_moments,
-)
+from mogjax.em import _keys, check_fit_settings, check_user_init, e_step_moments
 from mogjax.chunks import INIT_SAMPLE, as_source, checked_chunks, padded, rebatch, summarize
 from mogjax.init import initialize
 from mogjax.mixture import MixtureParams, is_finite
+from mogjax.results import FitResult, count_small_gains, raise_if_degenerate, start_counter
 from mogjax.suffstats import SufficientStats, m_step, stats_from_moments
 
 progress_logger = logging.getLogger("mogjax.progress")
@@ -139,6 +137,8 @@ def fit_em_chunked(
     equal_weights: bool = False,
     block_size: int | None = None,
     verbose: int = 0,
+    patience: int = 1,
+    previous_log_likelihood: float | None = None,
 ) -> FitResult:
     r"""Exact full-batch EM over chunked data (``fit_em``'s result, bounded memory).
 
@@ -155,7 +155,8 @@ def fit_em_chunked(
       chunk_size: rows per chunk (default: the longest chunk of the source; for
         arrays about ``CHUNK_ELEMENTS / d``); capped at ``n``.
       covariance_type, init, max_iter, tol, reg_covar, seed, init_params,
-        equal_weights, verbose: as ``fit_em``; ``init`` runs on the init sample.
+        equal_weights, verbose, patience, previous_log_likelihood: as ``fit_em``;
+        ``init`` runs on the init sample.
       n_init: restarts, one after the other (each reads the data once per
         iteration); the one of highest final log-likelihood wins, as in ``fit_em``.
       init_sample: most rows the initialisation sees (a strided sample).
@@ -185,6 +186,7 @@ def fit_em_chunked(
         k, init_params, covariance_type, init, max_iter, n_init, tol, reg_covar)
     init_sample = v.check_int(init_sample, "init_sample", 1)
     verbose = v.check_int(verbose, "verbose", 0)
+    rule = (tol, *v.check_stop_rule(patience, previous_log_likelihood))
     if chunk_size is not None:
         chunk_size = v.check_int(chunk_size, "chunk_size", 1)
     if block_size is not None:
@@ -213,13 +215,11 @@ def fit_em_chunked(
             block_size=None if block_size is None else min(block_size, sample.shape[0]),
             **user_init,
         )
-        result = _em_loop(params, e_step, max_iter, tol, jnp.asarray(reg_covar, dtype),
+        result = _em_loop(params, e_step, max_iter, rule, jnp.asarray(reg_covar, dtype),
                           bool(equal_weights), verbose, dtype)
         if best is None or _better(result, best):
             best = result
-    if bool(best.degenerate):
-        extra = ", or use float64 (jax_enable_x64)" if dtype == np.float32 else ""
-        raise DegenerateCovarianceError(FAILURE_ADVICE.format(extra=extra), best)
+    raise_if_degenerate(best, dtype)
     return best
 
 
@@ -231,11 +231,13 @@ def _better(a: FitResult, b: FitResult) -> bool:
     return float(a.final_log_likelihood) > float(b.final_log_likelihood)
 
 
-def _em_loop(params, e_step, max_iter, tol, reg_covar, equal_weights, verbose, dtype) -> FitResult:
-    """``mogjax.em._run_em``'s loop on the host: same stopping rule, same curve."""
+def _em_loop(params, e_step, max_iter, rule, reg_covar, equal_weights, verbose, dtype) -> FitResult:
+    """``mogjax.em.em_loop`` on the host: same stopping rule, same curve."""
+    tol, patience, previous = rule
     stats = e_step(params)
     curve = np.full(max_iter + 1, np.nan, dtype)
     curve[0] = stats.mean_log_likelihood
+    counter = start_counter(curve[0], previous)
     i, converged, degenerate = 0, False, not np.isfinite(curve[0])
     while i < max_iter and not converged and not degenerate:
         new_params = _m_step(stats, reg_covar, equal_weights=equal_weights)
@@ -245,7 +247,8 @@ def _em_loop(params, e_step, max_iter, tol, reg_covar, equal_weights, verbose, d
             break
         params, stats, i = new_params, new_stats, i + 1
         curve[i] = stats.mean_log_likelihood
-        converged = i >= 2 and abs(curve[i - 1] - curve[i - 2]) < tol
+        counter, stop = count_small_gains(counter, abs(curve[i] - curve[i - 1]), tol, patience)
+        converged = bool(stop)
         if verbose and i % verbose == 0:
             progress_logger.info("chunked EM iteration %d: mean log-likelihood %.6f", i, curve[i])
     return FitResult(

@@ -1,0 +1,132 @@
+r"""What every fit returns, the one stopping rule they share, and how they fail.
+
+**The stopping rule** (EM in every flavour and gradient ascent alike). A fit records
+its mean log-likelihood after every iteration or step in ``curve``. The *gain* of
+step ``s`` is :math:`|\ell_s - \ell_{s-1}|`. After step ``t`` the fit stops when the
+``patience`` steps before the latest one each gained less than ``tol``:
+
+.. math::
+
+   |\ell_s - \ell_{s-1}| < \mathrm{tol} \quad\text{for}\quad
+   s = t - \mathrm{patience}, \dots, t - 1.
+
+With ``patience=1`` this is scikit-learn's rule for ``GaussianMixture``, which
+compares each iteration's lower bound with the previous one *before* its M-step: the
+step after the first small gain is still taken, so ``n_iter`` and the parameters
+equal scikit-learn's. Gradient ascent counts its gains the same way, so one
+``tol`` and one ``patience`` mean the same thing for every method. ``tol=0`` never
+stops early. A fit that continues an earlier one (scikit-learn's ``warm_start``)
+passes the earlier curve's last value, and the gain into its start is counted first.
+
+The rule lives in ``count_small_gains``: a counter of consecutive small gains and
+the latest gain, still to be counted (``StopCounter``); it works on NumPy scalars
+(host loops) and traced JAX values (compiled loops) alike.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mogjax._typing import Array
+from mogjax.mixture import MixtureParams
+
+FAILURE_ADVICE = (
+    "Fitting the mixture model failed because some components have ill-defined "
+    "empirical covariance (for instance caused by singleton or collapsed samples). "
+    "Try to decrease the number of components, increase reg_covar, or scale the "
+    "input data{extra}."
+)
+
+# Why a fit stopped: codes stored in results (compiled loops return integers).
+STOP_REASONS = ("steps", "tol", "grad_norm", "degenerate")
+STEPS, TOL, GRAD_NORM, DEGENERATE = range(len(STOP_REASONS))
+
+
+class FitResult(NamedTuple):
+    """What a fit returns: the parameters and the whole likelihood curve as data.
+
+    Attributes:
+      params: the fitted ``MixtureParams`` (never NaN).
+      curve: mean log-likelihood per iteration, ``(max_iter + 1,)``: ``curve[0]``
+        for the initial parameters, ``curve[t]`` after ``t`` iterations,
+        ``curve[n_iter]`` the final value, NaN after it.
+      n_iter: iterations taken (an integer array).
+      converged: whether the stopping rule was met before ``max_iter``.
+      degenerate: whether a step produced a non-finite covariance and was undone
+        (the fit stopped at the last finite parameters).
+    """
+
+    params: MixtureParams
+    curve: Array
+    n_iter: Array
+    converged: Array
+    degenerate: Array | bool = False
+
+    @property
+    def final_log_likelihood(self) -> Array:
+        """``curve[n_iter]``: the mean log-likelihood of ``params``."""
+        return self.curve[self.n_iter]
+
+    @property
+    def stop_reason(self) -> str:
+        """``"tol"``, ``"degenerate"`` or ``"steps"`` (``max_iter`` ran out)."""
+        if bool(np.any(self.degenerate)):
+            return "degenerate"
+        return "tol" if bool(np.all(self.converged)) else "steps"
+
+
+class DegenerateCovarianceError(ValueError):
+    """A fit met a covariance that is not positive definite.
+
+    ``result`` holds what was computed up to the failure (finite parameters and
+    the curve so far), so callers can still log it.
+    """
+
+    def __init__(self, message: str, result):
+        super().__init__(message)
+        self.result = result
+
+
+def raise_if_degenerate(result, dtype) -> None:
+    """Raise ``DegenerateCovarianceError`` (scikit-learn's advice) if ``result`` is."""
+    if bool(result.degenerate):
+        extra = ", or use float64 (jax_enable_x64)" if np.dtype(dtype) == np.float32 else ""
+        raise DegenerateCovarianceError(FAILURE_ADVICE.format(extra=extra), result)
+
+
+class StopCounter(NamedTuple):
+    """The stopping rule's state: ``small`` consecutive small gains counted so far,
+    and ``pending``, the latest gain (counted at the next step: the rule's lag)."""
+
+    small: Array
+    pending: Array
+
+
+def start_counter(curve0, previous=None) -> StopCounter:
+    """The counter before the first step; ``previous`` is the value before the start
+    (continuing a fit), ``None`` or NaN for none."""
+    curve0 = jnp.asarray(curve0)
+    if previous is None:
+        pending = jnp.full_like(curve0, jnp.inf)
+    else:
+        previous = jnp.asarray(previous, curve0.dtype)
+        pending = jnp.where(jnp.isnan(previous), jnp.inf, jnp.abs(curve0 - previous))
+    return StopCounter(jnp.int32(0), pending)
+
+
+def count_small_gains(counter: StopCounter, gain, tol, patience) -> tuple[StopCounter, Array]:
+    """Count the pending gain, hold ``gain`` back; return ``(counter, stop)``.
+
+    ``stop`` is True once ``patience`` consecutive counted gains were below ``tol``.
+    """
+    small = jnp.where(counter.pending < tol, counter.small + 1, 0)
+    return StopCounter(small, jnp.asarray(gain, counter.pending.dtype)), small >= patience
+
+
+def best_of(runs, final_values: Array, degenerate: Array):
+    """The run of highest final value among the non-degenerate ones (leading axis)."""
+    score = jnp.where(degenerate, -jnp.inf, jnp.nan_to_num(final_values, nan=-jnp.inf))
+    best = jnp.argmax(score)
+    return jax.tree.map(lambda a: a[best], runs)
