@@ -32,7 +32,7 @@ from mogjax.mixture import (
 )
 from mogjax.online import OnlineResult, fit_online_em
 from mogjax.results import STOP_REASONS, DegenerateCovarianceError, FitResult
-from mogjax.streaming import fit_em_chunked
+from mogjax.chunked import fit_em_chunked
 from mogjax.suffstats import SufficientStats, m_step
 from mogjax.sharded import ShardedData, e_step_sharded, fit_em_sharded, shard_rows
 from mogjax.unconstrained import UnconstrainedParams, from_unconstrained, to_unconstrained

@@ -5,13 +5,18 @@ Everything here runs eagerly on concrete values (never inside ``jit``) and raise
 scikit-learn's wording where scikit-learn has one.
 """
 
+import math
 import numbers
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mogjax import gaussian as gs
 from mogjax._typing import Array
+from mogjax.init import canonical_init
+from mogjax.mixture import MixtureParams
 
 
 def float_dtype(dtype=None):
@@ -83,6 +88,112 @@ def check_nonnegative(value, name: str) -> float:
     if not np.isfinite(value) or value < 0:
         raise ValueError(f"Invalid value for {name!r}: {value}; it must be a finite number >= 0")
     return float(value)
+
+
+def check_positive(value, name: str) -> float:
+    """A finite real number > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"Invalid value for {name!r}: {value!r}; it must be a real number > 0")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"Invalid value for {name!r}: {value}; it must be a finite number > 0")
+    return float(value)
+
+
+def check_in_range(value, name: str, low: float, high: float, low_open: bool) -> float:
+    """A real number in ``(low, high]`` (``low_open``) or ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    bad = value <= low if low_open else value < low
+    if bad or value > high or not np.isfinite(value):
+        span = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+        raise ValueError(f"Invalid value for {name!r}: {value}; it must be in {span}")
+    return float(value)
+
+
+def split_keys(seed, n: int) -> Array:
+    """``n`` JAX keys from ``seed``: a JAX key, or an integer >= 0 of any size.
+
+    An integer below ``2**32`` gives ``jax.random.split(jax.random.key(seed), n)``;
+    every further 32 bits of a larger one are folded in (``jax.random.fold_in``), so
+    seeds of any size give distinct keys, with or without x64.
+    """
+    if isinstance(seed, jax.Array) and jnp.issubdtype(seed.dtype, jax.dtypes.prng_key):
+        return jax.random.split(seed, n)
+    if isinstance(seed, np.integer):
+        seed = int(seed)
+    seed = check_int(seed, "seed", 0)
+    key = jax.random.key(seed & 0xFFFFFFFF)
+    seed >>= 32
+    while seed:
+        key = jax.random.fold_in(key, seed & 0xFFFFFFFF)
+        seed >>= 32
+    return jax.random.split(key, n)
+
+
+class FitSettings(NamedTuple):
+    """A fit's common arguments, checked (every EM flavour takes the same ones)."""
+
+    k: int
+    init: str
+    max_iter: int
+    n_init: int
+    tol: float
+    reg_covar: float
+
+
+def check_k(k, init_params) -> int:
+    """``k`` (>= 1), taken from ``init_params`` when it is a ``MixtureParams``."""
+    if isinstance(init_params, MixtureParams) and k is None:
+        k = init_params.n_components
+    if k is None:
+        raise ValueError("k (the number of components) is required unless init_params is given")
+    return check_int(k, "k", 1)
+
+
+def check_fit_settings(
+    k, init_params, covariance_type: str, init: str, max_iter, n_init, tol, reg_covar
+) -> FitSettings:
+    """Check the arguments every fit shares; ``k`` may come from ``init_params``."""
+    k = check_k(k, init_params)
+    gs.check_covariance_type(covariance_type)
+    return FitSettings(
+        k=k, init=canonical_init(init),
+        max_iter=check_int(max_iter, "max_iter", 0), n_init=check_int(n_init, "n_init", 1),
+        tol=check_nonnegative(tol, "tol"), reg_covar=check_nonnegative(reg_covar, "reg_covar"),
+    )
+
+
+def check_user_init(init_params, k: int, n_features: int, covariance_type: str) -> dict:
+    """User-given initial values as a dict of NumPy arrays (scikit-learn's shapes).
+
+    ``init_params`` is a ``MixtureParams`` or a mapping with any of ``weights``,
+    ``means``, ``precisions``.
+    """
+    if init_params is None:
+        return {}
+    if isinstance(init_params, MixtureParams):
+        if init_params.covariance_type != covariance_type:
+            raise ValueError(
+                f"init_params has covariance_type {init_params.covariance_type!r}, "
+                f"but the fit asks for {covariance_type!r}"
+            )
+        given = {"weights": init_params.weights, "means": init_params.means}
+        if covariance_type != "identity":
+            given["precisions"] = init_params.precisions
+    else:
+        unknown = set(init_params) - {"weights", "means", "precisions"}
+        if unknown:
+            raise ValueError(f"Unknown keys in init_params: {sorted(unknown)}; "
+                             "expected 'weights', 'means', 'precisions'")
+        given = {key: val for key, val in init_params.items() if val is not None}
+    out = {}
+    if "weights" in given:
+        out["weights"] = check_weights(given["weights"], k)
+    if "means" in given:
+        out["means"] = check_means(given["means"], k, n_features)
+    if "precisions" in given:
+        out["precisions"] = check_precisions(given["precisions"], covariance_type, k, n_features)
+    return out
 
 
 def check_stop_rule(patience, previous) -> tuple[int, float]:

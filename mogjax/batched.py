@@ -17,17 +17,18 @@ import jax.numpy as jnp
 from mogjax import _blocks
 from mogjax import _validation as v
 from mogjax._typing import ArrayLike
-from mogjax.em import FitResult, _fit_em_compiled, _keys, check_fit_settings, check_user_init
+from mogjax.em import fit_em_compiled
+from mogjax.results import FitResult
 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("n_components", "covariance_type", "init", "max_iter", "equal_weights",
+    static_argnames=("k", "covariance_type", "init", "max_iter", "equal_weights",
                      "block_size"),
 )
 def _fit_seeds_compiled(x, keys, user_init, tol, reg_covar, **static) -> FitResult:
     """``keys``: (seeds, n_init). The best restart of every seed, stacked."""
-    best_of = lambda seed_keys: _fit_em_compiled(x, seed_keys, user_init, tol, reg_covar,
+    best_of = lambda seed_keys: fit_em_compiled(x, seed_keys, user_init, tol, reg_covar,
                                                  **static)[0]
     return jax.vmap(best_of)(keys)
 
@@ -75,17 +76,17 @@ def fit_em_seeds(
     """
     x = v.check_data(x)
     n, d = x.shape
-    k, init, max_iter, n_init, tol, reg_covar = check_fit_settings(
+    k, init, max_iter, n_init, tol, reg_covar = v.check_fit_settings(
         k, init_params, covariance_type, init, max_iter, n_init, tol, reg_covar)
     seeds = [v.check_int(s, "seeds entry", 0) for s in seeds]
     if not seeds:
         raise ValueError("seeds must name at least one seed")
     v.check_enough_samples(n, k)
-    keys = jnp.stack([_keys(s, n_init) for s in seeds])
+    keys = jnp.stack([v.split_keys(s, n_init) for s in seeds])
     return _fit_seeds_compiled(
-        x, keys, check_user_init(init_params, k, d, covariance_type),
+        x, keys, v.check_user_init(init_params, k, d, covariance_type),
         jnp.asarray(tol, x.dtype), jnp.asarray(reg_covar, x.dtype),
-        n_components=k, covariance_type=covariance_type, init=init,
+        k=k, covariance_type=covariance_type, init=init,
         max_iter=max_iter, equal_weights=bool(equal_weights),
         block_size=None if block_size is None else _blocks.choose_block_size(n, 1, block_size),
     )

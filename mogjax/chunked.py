@@ -7,7 +7,7 @@ EM's E-step reduces to sufficient statistics that add up across rows
 
    s = \sum_{c} \hat s(\theta_t; X_c), \qquad \theta_{t+1} = \text{M-step}(s),
 
-with every chunk's statistics taken about one fixed centre (the data mean, as the
+with every chunk's statistics taken about one fixed center (the data mean, as the
 in-memory fit). The fit is the same full-batch EM as ``mogjax.fit_em``: same
 stopping rule, same curve (``curve[0]`` for the initial parameters, the mean
 log-likelihood over all ``n`` rows), same ``FitResult``.
@@ -30,7 +30,6 @@ sample of at most ``init_sample`` rows taken at a fixed stride over the whole da
 """
 
 import functools
-import logging
 
 import jax
 import jax.numpy as jnp
@@ -38,14 +37,16 @@ import numpy as np
 
 from mogjax import _validation as v
 from mogjax._typing import Array
-from mogjax.em import _keys, check_fit_settings, check_user_init, e_step_moments
+from mogjax.estep import e_step_moments
 from mogjax.chunks import INIT_SAMPLE, as_source, checked_chunks, padded, rebatch, summarize
-from mogjax.init import initialize
+from mogjax.init import initialize_compiled
+from mogjax.progress import log_progress
 from mogjax.mixture import MixtureParams, is_finite
-from mogjax.results import FitResult, count_small_gains, raise_if_degenerate, start_counter
+from mogjax.results import (
+    FitResult, count_small_gains, pick_best, raise_if_degenerate, start_counter,
+)
 from mogjax.suffstats import SufficientStats, m_step, stats_from_moments
 
-progress_logger = logging.getLogger("mogjax.progress")
 
 
 @functools.partial(jax.jit, static_argnames=("block_size",))
@@ -86,7 +87,7 @@ def full_pass(params, source, rows, center, n=None, block_size=None) -> Sufficie
       params: the mixture.
       source: a ``ChunkSource``.
       rows: rows per chunk (the last is padded).
-      center: the statistics' centre, (d,), in the compute dtype.
+      center: the statistics' center, (d,), in the compute dtype.
       n: when given, the number of rows the pass must see.
       block_size: rows per block inside a chunk.
 
@@ -113,10 +114,6 @@ def full_pass(params, source, rows, center, n=None, block_size=None) -> Sufficie
     return SufficientStats(center=center, covariance_type=params.covariance_type, **sums)
 
 
-_initialize = jax.jit(
-    initialize,
-    static_argnames=("n_components", "covariance_type", "method", "equal_weights", "block_size"),
-)
 _m_step = jax.jit(m_step, static_argnames="equal_weights")
 
 
@@ -143,7 +140,7 @@ def fit_em_chunked(
     r"""Exact full-batch EM over chunked data (``fit_em``'s result, bounded memory).
 
     Reads the data once to validate it (every chunk: columns, NaN, infinity), take
-    its mean (the statistics' centre) and the init sample, then once per EM
+    its mean (the statistics' center) and the init sample, then once per EM
     iteration. The loop over iterations and chunks runs on the host, one jitted call
     per chunk; the stopping rule and the curve are ``fit_em``'s.
 
@@ -182,7 +179,7 @@ def fit_em_chunked(
       >>> int(a.n_iter) == int(b.n_iter)
       True
     """
-    k, init, max_iter, n_init, tol, reg_covar = check_fit_settings(
+    k, init, max_iter, n_init, tol, reg_covar = v.check_fit_settings(
         k, init_params, covariance_type, init, max_iter, n_init, tol, reg_covar)
     init_sample = v.check_int(init_sample, "init_sample", 1)
     verbose = v.check_int(verbose, "verbose", 0)
@@ -201,38 +198,30 @@ def fit_em_chunked(
 
     info = summarize(source, max(init_sample, k))
     v.check_enough_samples(info.n, k)
-    user_init = check_user_init(init_params, k, info.n_features, covariance_type)
+    user_init = v.check_user_init(init_params, k, info.n_features, covariance_type)
     rows = min(chunk_size or info.longest, info.n)
     dtype = info.dtype
     center = jnp.asarray(info.mean, dtype)
     sample = jnp.asarray(info.sample, dtype)
     e_step = lambda p: full_pass(p, source, rows, center, info.n, block_size)
-    best = None
-    for key in _keys(seed, n_init):
-        params = _initialize(
-            key, sample, n_components=k, covariance_type=covariance_type, method=init,
+    results = []
+    for key in v.split_keys(seed, n_init):
+        params = initialize_compiled(
+            key, sample, k=k, covariance_type=covariance_type, method=init,
             reg_covar=jnp.asarray(reg_covar, dtype), equal_weights=bool(equal_weights),
             block_size=None if block_size is None else min(block_size, sample.shape[0]),
             **user_init,
         )
-        result = _em_loop(params, e_step, max_iter, rule, jnp.asarray(reg_covar, dtype),
-                          bool(equal_weights), verbose, dtype)
-        if best is None or _better(result, best):
-            best = result
+        results.append(host_em_loop(params, e_step, max_iter, rule, jnp.asarray(reg_covar, dtype),
+                                    bool(equal_weights), verbose, dtype))
+    best = pick_best(results)
     raise_if_degenerate(best, dtype)
     return best
 
 
-def _better(a: FitResult, b: FitResult) -> bool:
-    """``a`` beats ``b``: not degenerate, and a higher final log-likelihood (the first
-    wins ties, as ``argmax`` in ``fit_em``)."""
-    if bool(a.degenerate) != bool(b.degenerate):
-        return not bool(a.degenerate)
-    return float(a.final_log_likelihood) > float(b.final_log_likelihood)
-
-
-def _em_loop(params, e_step, max_iter, rule, reg_covar, equal_weights, verbose, dtype) -> FitResult:
-    """``mogjax.em.em_loop`` on the host: same stopping rule, same curve."""
+def host_em_loop(params, e_step, max_iter, rule, reg_covar, equal_weights, verbose, dtype) -> FitResult:
+    """``mogjax.em.em_loop`` on the host, over an E-step that reads chunks: the same
+    stopping rule (``rule = (tol, patience, previous)``), the same curve."""
     tol, patience, previous = rule
     stats = e_step(params)
     curve = np.full(max_iter + 1, np.nan, dtype)
@@ -249,8 +238,8 @@ def _em_loop(params, e_step, max_iter, rule, reg_covar, equal_weights, verbose, 
         curve[i] = stats.mean_log_likelihood
         counter, stop = count_small_gains(counter, abs(curve[i] - curve[i - 1]), tol, patience)
         converged = bool(stop)
-        if verbose and i % verbose == 0:
-            progress_logger.info("chunked EM iteration %d: mean log-likelihood %.6f", i, curve[i])
+        if verbose:
+            log_progress(verbose, "chunked EM iteration", i, curve[i])
     return FitResult(
         params, jnp.asarray(curve), jnp.asarray(i, jnp.int32), jnp.asarray(converged),
         jnp.asarray(degenerate),

@@ -28,9 +28,9 @@ import jax
 import numpy as np
 
 from mogjax import _validation as v
+from mogjax.init import INIT_SAMPLE
 
 CHUNK_ELEMENTS = 2**22  # default chunk of an array source: 16 MiB of float32
-INIT_SAMPLE = 65_536  # rows the initialisation sees at most
 
 class ChunkSource(NamedTuple):
     """Chunked data on the host (never traced).

@@ -19,132 +19,24 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mogjax import _blocks
 from mogjax import _validation as v
-from mogjax import gaussian as gs
 from mogjax._typing import Array, ArrayLike
-from mogjax.init import canonical_init, initialize
+from mogjax.init import initialize
 from mogjax.mixture import MixtureParams, is_finite
 from mogjax.progress import report_every
 from mogjax.results import (  # noqa: F401  (FAILURE_ADVICE: re-exported for callers)
     FAILURE_ADVICE, DegenerateCovarianceError, FitResult, StopCounter, best_of,
     count_small_gains, raise_if_degenerate, start_counter,
 )
-from mogjax.suffstats import SufficientStats, m_step, stats_from_moments
-
-# Precompute the quadratic features of the data once per fit while they take at most
-# this many bytes (1e6 x 8 float32: 176 MB); above it, every E-step recomputes them
-# block by block, which keeps memory at O(block * D) for any n (benchmarks/em.py).
-FEATURE_CACHE_BYTES = 2**30
-
-
-def density_terms(params: MixtureParams, center: Array, dtype):
-    """``(theta, offset, log_const)``: component ``j``'s log-density at a row ``x`` is
-    ``log_const[j] - 0.5 * (features(x - center) @ theta + offset)[j]``."""
-    d = params.n_features
-    theta, offset = gs.precision_features(params.means, params.prec_chol, params.covariance_type,
-                                          center)
-    log_const = (
-        params.log_weights
-        + gs.half_log_det_precision(params.prec_chol, params.covariance_type, d)
-        - 0.5 * d * jnp.log(2 * jnp.pi).astype(dtype)
-    )
-    return theta, offset, log_const
-
-
-def block_statistics(features, theta, offset, log_const, weight=None):
-    """Log-likelihood, counts and moments of one block of feature rows.
-
-    ``weight`` (rows,), 0 or 1, leaves padding rows out (chunked and sharded EM pad
-    to a fixed shape); padding rows must hold finite values.
-    """
-    maha = jnp.maximum(features @ theta + offset, 0.0)
-    log_prob = log_const - 0.5 * maha
-    top = jnp.max(log_prob, axis=1, keepdims=True)
-    dens = jnp.exp(log_prob - top)
-    norm = jnp.sum(dens, axis=1, keepdims=True)
-    resp = dens / norm
-    row_ll = (jnp.log(norm) + top)[:, 0]
-    if weight is not None:
-        weight = weight.astype(resp.dtype)
-        resp, row_ll = resp * weight[:, None], row_ll * weight
-    return jnp.sum(row_ll), jnp.sum(resp, axis=0), resp.T @ features
-
-
-def e_step_moments(params, data, center, block_size, data_are_features: bool, weight=None):
-    """``(log-likelihood, counts, moments)`` of ``data`` (rows or their quadratic
-    features) summed over row blocks; ``weight`` as in ``block_statistics``."""
-    terms = density_terms(params, center, data.dtype)
-    return terms_moments(terms, data, center, params.covariance_type, block_size,
-                         data_are_features, weight)
-
-
-def terms_moments(terms, data, center, covariance_type: str, block_size,
-                  data_are_features: bool, weight=None):
-    """``e_step_moments`` from the density terms ``(theta, offset, log_const)``."""
-    theta, offset, log_const = terms
-    features = (lambda b: b) if data_are_features else (
-        lambda xb: gs.quadratic_features(xb - center, covariance_type))
-    if weight is None:
-        block = lambda b: block_statistics(features(b), theta, offset, log_const)
-        arrays = [data]
-    else:
-        block = lambda b, wb: block_statistics(features(b), theta, offset, log_const, wb)
-        arrays = [data, weight]
-    width = theta.shape[0] + theta.shape[1]
-    rows = _blocks.choose_block_size(data.shape[0], width, block_size)
-    return _blocks.sum_over_blocks(block, arrays, rows)
-
-
-def _e_step(params, data, center, block_size, data_are_features: bool) -> SufficientStats:
-    ll, counts, moments = e_step_moments(params, data, center, block_size, data_are_features)
-    n = jnp.asarray(data.shape[0], data.dtype)
-    return stats_from_moments(n, ll, center, counts, moments, params.covariance_type)
-
-
-def caches_features(x, covariance_type: str) -> bool:
-    """Whether EM precomputes the quadratic features of ``x`` (``FEATURE_CACHE_BYTES``)."""
-    width = gs.n_quadratic_features(x.shape[1], covariance_type)
-    return x.shape[0] * width * x.dtype.itemsize <= FEATURE_CACHE_BYTES
-
-
-def e_step_data(x: Array, covariance_type: str) -> tuple[Array, Array, bool]:
-    """``(data, center, cached)``: what an E-step over in-memory ``x`` reads: the
-    quadratic features of ``x - center`` when they fit ``FEATURE_CACHE_BYTES``
-    (``cached``), else ``x`` itself; ``center`` is the data mean."""
-    center = jnp.mean(x, axis=0)
-    cached = caches_features(x, covariance_type)
-    data = gs.quadratic_features(x - center, covariance_type) if cached else x
-    return data, center, cached
-
-
-def e_step(
-    params: MixtureParams, x: Array, *, center=None, block_size: int | None = None
-) -> SufficientStats:
-    """Responsibilities of ``params`` on ``x`` (n, d), reduced to sufficient statistics.
-
-    Args:
-      params: the mixture.
-      x: data, (n, d).
-      center: the shift of the statistics, (d,) (default: the mean of ``x``).
-      block_size: rows per block (``None``: chosen from the sizes).
-
-    Returns:
-      ``SufficientStats`` with ``log_likelihood`` the total log-likelihood of
-      ``params`` on ``x``.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> p = MixtureParams(jnp.zeros(1), jnp.zeros((1, 1)), jnp.ones(1), "identity")
-      >>> s = e_step(p, jnp.array([[1.0], [3.0]]))
-      >>> float(s.counts[0]), float(s.center[0]), float(s.sum_x[0, 0])
-      (2.0, 2.0, 0.0)
-    """
-    center = jnp.mean(x, axis=0) if center is None else center
-    return _e_step(params, x, center, block_size, data_are_features=False)
-
+from mogjax.chunked import fit_em_chunked
+from mogjax.chunks import is_chunked
+from mogjax.estep import (  # noqa: F401  (the E-step's names, re-exported)
+    FEATURE_CACHE_BYTES, block_statistics, caches_features, density_terms, e_step,
+    e_step_data, e_step_moments, stats_of, terms_moments,
+)
+from mogjax.suffstats import SufficientStats, m_step
 
 @functools.partial(jax.jit, static_argnames=("equal_weights", "block_size"))
 def em_step(
@@ -227,7 +119,7 @@ def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verb
             patience=1, previous=None) -> FitResult:
     """EM on in-memory ``x`` from ``params``, its features cached when they fit."""
     data, center, cached = e_step_data(x, params.covariance_type)
-    e_step_fn = lambda p: _e_step(p, data, center, block_size, cached)
+    e_step_fn = lambda p: stats_of(p, data, center, block_size, cached)
     return em_loop(e_step_fn, params, tol, reg_covar, max_iter, equal_weights, verbose,
                    patience, previous)
 
@@ -235,19 +127,19 @@ def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verb
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "n_components", "covariance_type", "init", "max_iter", "equal_weights", "block_size",
+        "k", "covariance_type", "init", "max_iter", "equal_weights", "block_size",
         "verbose",
     ),
 )
-def _fit_em_compiled(
-    x, keys, user_init, tol, reg_covar, patience=1, previous=jnp.nan, *, n_components,
+def fit_em_compiled(
+    x, keys, user_init, tol, reg_covar, patience=1, previous=jnp.nan, *, k,
     covariance_type, init, max_iter, equal_weights, block_size, verbose=0,
 ) -> tuple[FitResult, FitResult]:
     """Initialise and run EM for every key with ``vmap``; return (best, all runs)."""
 
     def one_run(key):
         params = initialize(
-            key, x, n_components, covariance_type, init, reg_covar,
+            key, x, k, covariance_type, init, reg_covar,
             equal_weights=equal_weights, block_size=block_size, **user_init,
         )
         return _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verbose,
@@ -257,78 +149,7 @@ def _fit_em_compiled(
         runs = jax.tree.map(lambda a: a[None], one_run(keys[0]))
     else:
         runs = jax.vmap(one_run)(keys)
-    final = jnp.take_along_axis(runs.curve, runs.n_iter[:, None], axis=1)[:, 0]
-    return best_of(runs, final, runs.degenerate), runs
-
-
-def _keys(seed, n_init: int) -> Array:
-    if isinstance(seed, jax.Array) and jnp.issubdtype(seed.dtype, jax.dtypes.prng_key):
-        key = seed
-    else:
-        key = jax.random.key(v.check_int(seed, "seed", 0))
-    return jax.random.split(key, n_init)
-
-
-def check_user_init(init_params, n_components: int, n_features: int, covariance_type: str):
-    """Validate user-given initial values; returns a dict of NumPy arrays.
-
-    ``init_params`` is a ``MixtureParams`` or a mapping with any of ``weights``,
-    ``means``, ``precisions`` (scikit-learn's shapes).
-    """
-    if init_params is None:
-        return {}
-    if isinstance(init_params, MixtureParams):
-        if init_params.covariance_type != covariance_type:
-            raise ValueError(
-                f"init_params has covariance_type {init_params.covariance_type!r}, "
-                f"but the fit asks for {covariance_type!r}"
-            )
-        given = {"weights": init_params.weights, "means": init_params.means}
-        if covariance_type != "identity":
-            given["precisions"] = init_params.precisions
-    else:
-        unknown = set(init_params) - {"weights", "means", "precisions"}
-        if unknown:
-            raise ValueError(f"Unknown keys in init_params: {sorted(unknown)}; "
-                             "expected 'weights', 'means', 'precisions'")
-        given = {key: val for key, val in init_params.items() if val is not None}
-    out = {}
-    if "weights" in given:
-        out["weights"] = v.check_weights(given["weights"], n_components)
-    if "means" in given:
-        out["means"] = v.check_means(given["means"], n_components, n_features)
-    if "precisions" in given:
-        out["precisions"] = v.check_precisions(
-            given["precisions"], covariance_type, n_components, n_features
-        )
-    return out
-
-
-class FitSettings(NamedTuple):
-    """``fit_em``'s arguments, checked (every EM flavour takes the same ones)."""
-
-    k: int
-    init: str
-    max_iter: int
-    n_init: int
-    tol: float
-    reg_covar: float
-
-
-def check_fit_settings(
-    k, init_params, covariance_type: str, init: str, max_iter, n_init, tol, reg_covar
-) -> FitSettings:
-    """Check the arguments every EM fit shares; ``k`` may come from ``init_params``."""
-    if isinstance(init_params, MixtureParams) and k is None:
-        k = init_params.n_components
-    if k is None:
-        raise ValueError("k (the number of components) is required unless init_params is given")
-    gs.check_covariance_type(covariance_type)
-    return FitSettings(
-        k=v.check_int(k, "k", 1), init=canonical_init(init),
-        max_iter=v.check_int(max_iter, "max_iter", 0), n_init=v.check_int(n_init, "n_init", 1),
-        tol=v.check_nonnegative(tol, "tol"), reg_covar=v.check_nonnegative(reg_covar, "reg_covar"),
-    )
+    return best_of(runs), runs
 
 
 def fit_em(
@@ -368,7 +189,7 @@ def fit_em(
     ``np.load(path, mmap_mode="r")``, a list or tuple of 2-D arrays, a zero-argument
     callable returning an iterable of 2-D arrays) or ``chunk_size`` is given, the
     same EM runs chunk by chunk in bounded memory: see
-    ``mogjax.streaming.fit_em_chunked`` (there restarts run one after the other and ``init``
+    ``mogjax.chunked.fit_em_chunked`` (there restarts run one after the other and ``init``
     runs on a strided sample of at most 65,536 rows).
 
     Args:
@@ -418,10 +239,8 @@ def fit_em(
       >>> bool(np.all(np.diff(res.curve[: int(res.n_iter) + 1]) >= -1e-6))
       True
     """
-    from mogjax import chunks, streaming  # not at the top: streaming imports this module
-
-    if chunk_size is not None or chunks.is_chunked(x):
-        return streaming.fit_em_chunked(
+    if chunk_size is not None or is_chunked(x):
+        return fit_em_chunked(
             x, k, chunk_size=chunk_size, covariance_type=covariance_type, init=init,
             max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_init=n_init, seed=seed,
             init_params=init_params, equal_weights=equal_weights, block_size=block_size,
@@ -429,18 +248,18 @@ def fit_em(
         )
     x = v.check_data(x)
     n, d = x.shape
-    k, init, max_iter, n_init, tol, reg_covar = check_fit_settings(
+    k, init, max_iter, n_init, tol, reg_covar = v.check_fit_settings(
         k, init_params, covariance_type, init, max_iter, n_init, tol, reg_covar)
     v.check_enough_samples(n, k)
-    user_init = check_user_init(init_params, k, d, covariance_type)
+    user_init = v.check_user_init(init_params, k, d, covariance_type)
     if block_size is not None:
         block_size = _blocks.choose_block_size(n, 1, block_size)
 
     patience, previous = v.check_stop_rule(patience, previous_log_likelihood)
-    best, _ = _fit_em_compiled(
-        x, _keys(seed, n_init), user_init, jnp.asarray(tol, x.dtype),
+    best, _ = fit_em_compiled(
+        x, v.split_keys(seed, n_init), user_init, jnp.asarray(tol, x.dtype),
         jnp.asarray(reg_covar, x.dtype), jnp.int32(patience), jnp.asarray(previous, x.dtype),
-        n_components=k, covariance_type=covariance_type, init=init, max_iter=max_iter,
+        k=k, covariance_type=covariance_type, init=init, max_iter=max_iter,
         equal_weights=bool(equal_weights), block_size=block_size,
         verbose=v.check_int(verbose, "verbose", 0),
     )

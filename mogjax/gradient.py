@@ -36,8 +36,7 @@ import jax.numpy as jnp
 import optax
 
 from mogjax import _validation as v
-from mogjax.em import _keys, check_fit_settings, check_user_init, density_terms, e_step_data
-from mogjax.em import terms_moments
+from mogjax.estep import density_terms, e_step_data, terms_moments
 from mogjax.init import initialize
 from mogjax.mixture import MixtureParams
 from mogjax.optimizers import make_optimizer, uses_line_search, with_hyperparams
@@ -344,10 +343,10 @@ def fit_gradient(
     """
     x = v.check_data(x)
     n, d = x.shape
-    k, init, _, _, tol, reg_covar = check_fit_settings(
+    k, init, _, _, tol, reg_covar = v.check_fit_settings(
         k, init_params, covariance_type, init, 0, 1, 0.0 if tol is None else tol, reg_covar)
     v.check_enough_samples(n, k)
-    user_init = check_user_init(init_params, k, d, covariance_type)
+    user_init = v.check_user_init(init_params, k, d, covariance_type)
     steps = v.check_int(steps, "steps", 1)
     patience, _ = v.check_stop_rule(patience, None)
     grad_tol = v.check_nonnegative(grad_tol, "grad_tol")
@@ -363,8 +362,8 @@ def fit_gradient(
                              "exact objective: it is full-batch only; leave batch_size=None")
         eval_every = n // batch_size if eval_every is None else eval_every
     eval_every = v.check_int(1 if eval_every is None else eval_every, "eval_every", 1)
-    init_key = _keys(seed, 1)[0]  # EM's key for one restart: the very same start
-    shuffle_key = _keys(seed, 2)[1]
+    init_key = v.split_keys(seed, 1)[0]  # EM's key for one restart: the very same start
+    shuffle_key = v.split_keys(seed, 2)[1]
     dtype = x.dtype
     settings = _Settings(jnp.asarray(tol, dtype), jnp.int32(patience),
                          jnp.asarray(grad_tol, dtype), jnp.asarray(reg_covar, dtype))

@@ -4,15 +4,15 @@ Each method picks a first assignment of the points and takes one M-step from it:
 
 ``"random_from_data"``
     The lecture's start: ``k`` distinct points ``S`` drawn uniformly from ``X``;
-    every point is assigned to its nearest centre in ``S``; the first M-step uses
-    those hard weights. (scikit-learn's method of the same name gives each centre
+    every point is assigned to its nearest center in ``S``; the first M-step uses
+    those hard weights. (scikit-learn's method of the same name gives each center
     only its own point, so its covariances start at ``reg_covar``; ours start from
-    the nearest-centre cells.)
+    the nearest-center cells.)
 ``"kmeans++"`` (also ``"k-means++"``)
-    As above, with the centres chosen by greedy k-means++ (``2 + log k`` candidates
-    per centre, as scikit-learn).
+    As above, with the centers chosen by greedy k-means++ (``2 + log k`` candidates
+    per center, as scikit-learn).
 ``"kmeans"``
-    Lloyd's k-means from k-means++ centres, and its final labels as hard weights
+    Lloyd's k-means from k-means++ centers, and its final labels as hard weights
     (scikit-learn's default).
 ``"random"``
     Uniform random responsibilities, each row normalised (scikit-learn's
@@ -35,6 +35,9 @@ from mogjax.mixture import MixtureParams
 from mogjax.suffstats import accumulate, m_step
 
 INIT_METHODS = ("kmeans++", "kmeans", "random_from_data", "random")
+# Rows an initialisation sees at most where the data are not one array in memory
+# (chunked, sharded and online EM): a sample of the data, ``init_sample`` in their APIs.
+INIT_SAMPLE = 65_536
 ALIASES = {"k-means++": "kmeans++"}
 
 
@@ -49,24 +52,24 @@ def canonical_init(method: str) -> str:
     return method
 
 
-def _squared_distances(x: Array, centres: Array) -> Array:
-    """``||x_i - c_j||^2``, (n, k), through one matrix product (x already centred)."""
+def _squared_distances(x: Array, centers: Array) -> Array:
+    """``||x_i - c_j||^2``, (n, k), through one matrix product (x already centerd)."""
     xx = jnp.sum(x * x, axis=1)[:, None]
-    cc = jnp.sum(centres * centres, axis=1)[None, :]
-    return jnp.maximum(xx - 2.0 * x @ centres.T + cc, 0.0)
+    cc = jnp.sum(centers * centers, axis=1)[None, :]
+    return jnp.maximum(xx - 2.0 * x @ centers.T + cc, 0.0)
 
 
-def nearest_centre(x: Array, centres: Array) -> Array:
-    """Index of the nearest centre of every point, (n, d), (k, d) -> (n,)."""
-    shift = jnp.mean(centres, axis=0)
-    return jnp.argmin(_squared_distances(x - shift, centres - shift), axis=1)
+def nearest_center(x: Array, centers: Array) -> Array:
+    """Index of the nearest center of every point, (n, d), (k, d) -> (n,)."""
+    shift = jnp.mean(centers, axis=0)
+    return jnp.argmin(_squared_distances(x - shift, centers - shift), axis=1)
 
 
-def kmeans_plusplus(key: Array, x: Array, n_clusters: int) -> Array:
-    """Greedy k-means++ centres chosen among the points: (n, d) -> (k, d).
+def kmeans_plusplus(key: Array, x: Array, k: int) -> Array:
+    """Greedy k-means++ centers chosen among the points: (n, d) -> (k, d).
 
-    Each new centre is the best of ``2 + floor(log k)`` candidates drawn with
-    probability proportional to the squared distance to the nearest centre so far.
+    Each new center is the best of ``2 + floor(log k)`` candidates drawn with
+    probability proportional to the squared distance to the nearest center so far.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -76,16 +79,16 @@ def kmeans_plusplus(key: Array, x: Array, n_clusters: int) -> Array:
       [0, 10]
     """
     n, d = x.shape
-    trials = 2 + int(math.log(n_clusters))
+    trials = 2 + int(math.log(k))
     xc = x - jnp.mean(x, axis=0)
     xx = jnp.sum(xc * xc, axis=1)
     key, first_key = jax.random.split(key)
     first = jax.random.randint(first_key, (), 0, n)
     d2 = jnp.maximum(xx - 2.0 * xc @ xc[first] + xx[first], 0.0)
-    centres = jnp.zeros((n_clusters, d), x.dtype).at[0].set(xc[first])
+    centers = jnp.zeros((k, d), x.dtype).at[0].set(xc[first])
 
-    def add_centre(j, carry):
-        centres, d2, key = carry
+    def add_center(j, carry):
+        centers, d2, key = carry
         key, sub = jax.random.split(key)
         logits = jnp.where(d2 > 0, jnp.log(d2), -jnp.inf)
         logits = jnp.where(jnp.any(d2 > 0), logits, 0.0)  # all covered: uniform
@@ -93,23 +96,23 @@ def kmeans_plusplus(key: Array, x: Array, n_clusters: int) -> Array:
         cand_d2 = jnp.maximum(xx[None] - 2.0 * xc[cand] @ xc.T + xx[cand][:, None], 0.0)
         new_d2 = jnp.minimum(d2[None], cand_d2)
         best = jnp.argmin(jnp.sum(new_d2, axis=1))
-        return centres.at[j].set(xc[cand[best]]), new_d2[best], key
+        return centers.at[j].set(xc[cand[best]]), new_d2[best], key
 
-    centres, _, _ = jax.lax.fori_loop(1, n_clusters, add_centre, (centres, d2, key))
-    return centres + jnp.mean(x, axis=0)
+    centers, _, _ = jax.lax.fori_loop(1, k, add_center, (centers, d2, key))
+    return centers + jnp.mean(x, axis=0)
 
 
 def kmeans(
-    key: Array, x: Array, n_clusters: int, max_iter: int = 100, tol: float = 1e-4
+    key: Array, x: Array, k: int, max_iter: int = 100, tol: float = 1e-4
 ) -> tuple[Array, Array]:
-    """Lloyd's k-means from k-means++ centres, compiled as one ``while_loop``.
+    """Lloyd's k-means from k-means++ centers, compiled as one ``while_loop``.
 
-    Stops when the centres move less than ``tol`` times the mean feature variance
+    Stops when the centers move less than ``tol`` times the mean feature variance
     (scikit-learn's rule) or after ``max_iter`` iterations; a cluster that empties
-    keeps its previous centre.
+    keeps its previous center.
 
     Returns:
-      ``(centres, labels)``: (k, d) and (n,).
+      ``(centers, labels)``: (k, d) and (n,).
     """
     shift = jnp.mean(x, axis=0)
     xc = x - shift
@@ -121,8 +124,8 @@ def kmeans(
     def body(carry):
         c, _, i = carry
         labels = labels_of(c)
-        sums = jax.ops.segment_sum(xc, labels, n_clusters)
-        counts = jax.ops.segment_sum(jnp.ones(xc.shape[0], xc.dtype), labels, n_clusters)
+        sums = jax.ops.segment_sum(xc, labels, k)
+        counts = jax.ops.segment_sum(jnp.ones(xc.shape[0], xc.dtype), labels, k)
         new = jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None], c)
         return new, jnp.sum((new - c) ** 2), i + 1
 
@@ -130,34 +133,34 @@ def kmeans(
         _, moved, i = carry
         return (i < max_iter) & (moved > threshold)
 
-    c0 = kmeans_plusplus(key, x, n_clusters) - shift
+    c0 = kmeans_plusplus(key, x, k) - shift
     start = (c0, jnp.asarray(jnp.inf, x.dtype), jnp.int32(0))
     c, _, _ = jax.lax.while_loop(cond, body, start)
     return c + shift, labels_of(c)
 
 
-def initial_responsibilities(key: Array, x: Array, n_components: int, method: str) -> Array:
+def initial_responsibilities(key: Array, x: Array, k: int, method: str) -> Array:
     """The (n, k) assignment a method starts from (one-hot except for ``"random"``)."""
     method = canonical_init(method)
     n = x.shape[0]
     if method == "random":
-        resp = jax.random.uniform(key, (n, n_components), x.dtype)
+        resp = jax.random.uniform(key, (n, k), x.dtype)
         return resp / jnp.sum(resp, axis=1, keepdims=True)
     if method == "kmeans":
-        _, labels = kmeans(key, x, n_components)
+        _, labels = kmeans(key, x, k)
     else:
         if method == "kmeans++":
-            centres = kmeans_plusplus(key, x, n_components)
+            centers = kmeans_plusplus(key, x, k)
         else:
-            centres = x[jax.random.choice(key, n, (n_components,), replace=False)]
-        labels = nearest_centre(x, centres)
-    return jax.nn.one_hot(labels, n_components, dtype=x.dtype)
+            centers = x[jax.random.choice(key, n, (k,), replace=False)]
+        labels = nearest_center(x, centers)
+    return jax.nn.one_hot(labels, k, dtype=x.dtype)
 
 
 def initialize(
     key: Array,
     x: Array,
-    n_components: int,
+    k: int,
     covariance_type: str = "full",
     method: str = "kmeans++",
     reg_covar=1e-6,
@@ -173,7 +176,7 @@ def initialize(
     Args:
       key: JAX random key.
       x: data, (n, d), already validated.
-      n_components: ``k``.
+      k: number of components.
       covariance_type: one of ``COVARIANCE_TYPES``.
       method: one of ``INIT_METHODS``.
       reg_covar: added to the covariance diagonal in the M-step.
@@ -195,11 +198,11 @@ def initialize(
     """
     dtype = x.dtype
     if weights is None or means is None or (precisions is None and covariance_type != "identity"):
-        resp = initial_responsibilities(key, x, n_components, method)
+        resp = initial_responsibilities(key, x, k, method)
         stats = accumulate(x, resp, covariance_type, block_size=block_size)
         params = m_step(stats, reg_covar, equal_weights=equal_weights)
     else:
-        k, d = n_components, x.shape[1]
+        d = x.shape[1]
         params = MixtureParams(
             jnp.zeros(k, dtype), jnp.zeros((k, d), dtype),
             jnp.ones(k, dtype) if covariance_type == "identity" else None, covariance_type,
@@ -213,5 +216,11 @@ def initialize(
         chol = gs.precision_cholesky_from_precisions(jnp.asarray(precisions, dtype), covariance_type)
         params = params.replace(prec_chol=chol)
     if equal_weights:
-        params = params.replace(log_weights=jnp.full((n_components,), -math.log(n_components), dtype))
+        params = params.replace(log_weights=jnp.full((k,), -math.log(k), dtype))
     return params
+
+
+# ``initialize`` as its own compiled program, for host-side loops (chunked, online EM).
+initialize_compiled = jax.jit(
+    initialize, static_argnames=("k", "covariance_type", "method", "equal_weights", "block_size")
+)

@@ -4,7 +4,7 @@ Cappé & Moulines (2009), *On-line expectation-maximization algorithm for latent
 data models*; Liang & Klein (2009), *Online EM for unsupervised models*. Batch
 ``t`` (``t = 0, 1, ...``) of ``m_t`` rows gives per-point statistics
 :math:`\hat s_t = \frac{1}{m_t}\sum_{i \in B_t} s(x_i; \theta_t)` (counts, first and
-second moments about a fixed centre, from the current parameters' E-step); they
+second moments about a fixed center, from the current parameters' E-step); they
 are blended into running statistics and the M-step reads those:
 
 .. math::
@@ -25,7 +25,6 @@ order: it should be in random order, as for any stochastic method.
 
 import functools
 import itertools
-import numbers
 from typing import NamedTuple
 
 import jax
@@ -33,16 +32,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from mogjax import _validation as v
-from mogjax import gaussian as gs
 from mogjax._typing import Array
-from mogjax.em import _keys, check_user_init
-from mogjax.init import canonical_init
-from mogjax.mixture import MixtureParams, is_finite, mean_log_likelihood
+from mogjax.chunked import chunk_statistics, full_pass
 from mogjax.chunks import as_source, checked_chunks, is_chunked, padded, rebatch, summarize
-from mogjax.streaming import _initialize, chunk_statistics, full_pass
+from mogjax.init import INIT_SAMPLE, initialize_compiled
+from mogjax.mixture import MixtureParams, is_finite, mean_log_likelihood
 from mogjax.suffstats import SufficientStats, m_step
 
-INIT_ROWS = 10_000  # default rows the initialisation sees
 
 
 class OnlineResult(NamedTuple):
@@ -78,7 +74,7 @@ def per_point(stats: SufficientStats) -> SufficientStats:
 
 
 def blend(running: SufficientStats, new: SufficientStats, eta) -> SufficientStats:
-    """``(1 - eta) * running + eta * new`` (same centre)."""
+    """``(1 - eta) * running + eta * new`` (same center)."""
     mix = lambda a, b: (1 - eta) * a + eta * b
     out = jax.tree.map(mix, running.replace(center=None), new.replace(center=None))
     return out.replace(center=running.center)
@@ -127,16 +123,6 @@ def _eval_fn(eval_data, n_features: int, dtype):
     return lambda p: float(mean_log_likelihood(p, x))
 
 
-def _check_real(value, name: str, low: float, high: float, low_open: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    bad = value <= low if low_open else value < low
-    if bad or value > high or not np.isfinite(value):
-        span = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
-        raise ValueError(f"Invalid value for {name!r}: {value}; it must be in {span}")
-    return float(value)
-
-
 def fit_online_em(
     stream,
     k: int | None = None,
@@ -144,7 +130,7 @@ def fit_online_em(
     batch_size: int = 1024,
     covariance_type: str = "full",
     init: str = "kmeans++",
-    init_rows: int | None = None,
+    init_sample: int | None = None,
     n_epochs: int = 1,
     max_steps: int | None = None,
     step_size_power: float = 0.6,
@@ -167,10 +153,10 @@ def fit_online_em(
       batch_size: rows per step.
       covariance_type, init, reg_covar, seed, init_params, equal_weights: as
         ``fit_em``.
-      init_rows: rows from the start of the stream that ``init`` sees (default
-        ``max(batch_size, INIT_ROWS)``; a start from too few rows can leave a
+      init_sample: rows from the start of the stream that ``init`` sees (default
+        ``max(batch_size, INIT_SAMPLE)``; a start from too few rows can leave a
         component nearly empty, which small steps are slow to repair); they are then
-        used for steps as well. Their mean is the statistics' fixed centre.
+        used for steps as well. Their mean is the statistics' fixed center.
       n_epochs: passes over a re-readable stream.
       max_steps: stop after this many steps (default: when the stream ends).
       step_size_power: :math:`\alpha \in (0.5, 1]`.
@@ -198,86 +184,107 @@ def fit_online_em(
       >>> sorted(round(float(m)) for m in res.params.means[:, 0]), int(res.n_steps)
       ([0, 8], 20)
     """
-    if isinstance(init_params, MixtureParams) and k is None:
-        k = init_params.n_components
-    if k is None:
-        raise ValueError("k (the number of components) is required unless init_params is given")
-    k = v.check_int(k, "k", 1)
+    k = v.check_k(k, init_params)
     batch_size = v.check_int(batch_size, "batch_size", 1)
-    gs.check_covariance_type(covariance_type)
-    init = canonical_init(init)
-    if init_rows is None:
-        init_rows = max(batch_size, INIT_ROWS)
-    init_rows = v.check_int(init_rows, "init_rows", 1)
+    _, init, _, _, _, reg_covar = v.check_fit_settings(
+        k, init_params, covariance_type, init, 0, 1, 0.0, reg_covar)
+    init_sample = v.check_int(max(batch_size, INIT_SAMPLE) if init_sample is None
+                              else init_sample, "init_sample", 1)
     n_epochs = v.check_int(n_epochs, "n_epochs", 1)
-    max_steps = None if max_steps is None else v.check_int(max_steps, "max_steps", 1)
-    alpha = _check_real(step_size_power, "step_size_power", 0.5, 1.0, low_open=True)
-    offset = _check_real(step_offset, "step_offset", 0.0, np.inf, low_open=True)
-    eval_every = v.check_int(eval_every, "eval_every", 1)
-    reg_covar = v.check_nonnegative(reg_covar, "reg_covar")
+    rate = _Rate(
+        v.check_in_range(step_size_power, "step_size_power", 0.5, 1.0, low_open=True),
+        v.check_in_range(step_offset, "step_offset", 0.0, np.inf, low_open=True),
+        v.check_int(eval_every, "eval_every", 1),
+        None if max_steps is None else v.check_int(max_steps, "max_steps", 1),
+    )
     source = as_source(stream, batch_size)
     if n_epochs > 1 and not source.reiterable:
         raise ValueError(f"n_epochs={n_epochs} needs a re-readable stream, not a one-shot iterator")
-
     chunks = itertools.chain.from_iterable(checked_chunks(source) for _ in range(n_epochs))
+    head, first = _read_head(chunks, init_sample)
+    dtype = np.dtype(v.float_dtype(first.dtype))
+    v.check_enough_samples(first.shape[0], k)
+    user_init = v.check_user_init(init_params, k, first.shape[1], covariance_type)
+    evaluate = None if eval_data is None else _eval_fn(eval_data, first.shape[1], dtype)
+    first = jnp.asarray(first, dtype)
+    reg = jnp.asarray(reg_covar, dtype)
+    params = initialize_compiled(
+        v.split_keys(seed, 1)[0], first, k=k, covariance_type=covariance_type, method=init,
+        reg_covar=reg, equal_weights=bool(equal_weights), block_size=None, **user_init)
+    step = functools.partial(online_step, reg_covar=reg, equal_weights=bool(equal_weights),
+                             block_size=block_size)
+    batches = rebatch(itertools.chain(head, chunks), batch_size)
+    return _run(params, jnp.mean(first, axis=0), batches, batch_size, step, rate, evaluate)
+
+
+class _Rate(NamedTuple):
+    """When to step how far and when to record: ``eta_t`` and the curve's stride."""
+
+    power: float
+    offset: float
+    eval_every: int
+    max_steps: int | None
+
+
+def _read_head(chunks, init_sample: int) -> tuple[list, np.ndarray]:
+    """The first chunks, up to ``init_sample`` rows: ``(chunks, their rows joined)``."""
     head, seen = [], 0
-    for a in chunks:  # the first rows: init, centre, dtype
+    for a in chunks:
         head.append(a)
         seen += a.shape[0]
-        if seen >= init_rows:
+        if seen >= init_sample:
             break
     if not head:
         raise ValueError("the stream yielded no rows (no chunks, or only empty ones)")
-    first = np.concatenate(head)
-    dtype = np.dtype(v.float_dtype(first.dtype))
-    v.check_enough_samples(first.shape[0], k)
-    d = first.shape[1]
-    user_init = check_user_init(init_params, k, d, covariance_type)
-    evaluate = None if eval_data is None else _eval_fn(eval_data, d, dtype)
-    first = jnp.asarray(first, dtype)
-    reg = jnp.asarray(reg_covar, dtype)
-    params = _initialize(
-        _keys(seed, 1)[0], first, n_components=k, covariance_type=covariance_type,
-        method=init, reg_covar=reg, equal_weights=bool(equal_weights), block_size=None,
-        **user_init,
-    )
-    center = jnp.mean(first, axis=0)
-    shapes = jax.eval_shape(
-        chunk_statistics, params, jax.ShapeDtypeStruct((batch_size, d), dtype), 0, center
-    )
-    running = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes).replace(center=center)
+    return head, np.concatenate(head)
 
-    fill = np.asarray(center)
-    curve, steps, window, t, n_seen, rejected = [], [], [], 0, 0, 0
-    if evaluate is not None:
-        curve, steps = [evaluate(params)], [0]
-    for batch in rebatch(itertools.chain(head, chunks), batch_size):
-        if max_steps is not None and t >= max_steps:
+
+class _Recorder:
+    """The curve being built on the host: entries, their steps, the batches since the
+    last entry (their scores, rows and whether each step was accepted)."""
+
+    def __init__(self, evaluate, params):
+        self.evaluate, self.rejected = evaluate, 0
+        self.curve, self.steps, self.window = [], [], []
+        if evaluate is not None:
+            self.curve, self.steps = [evaluate(params)], [0]
+
+    def add(self, t: int, score, rows: int, ok) -> None:
+        self.window.append((score, rows, ok))
+        if self.evaluate is None and t == 1:  # curve[0]: the first batch under the start
+            self.curve, self.steps, self.window = [float(score)], [0], []
+
+    def record(self, t: int, params) -> None:
+        self.curve.append(_curve_entry(self.evaluate, params, self.window))
+        self.steps.append(t)
+        self.rejected += sum(not bool(o) for _, _, o in self.window)
+        self.window = []
+
+
+def _run(params, center, batches, batch_size: int, step, rate: _Rate, evaluate) -> OnlineResult:
+    """Step through the batches (one in flight at a time) and record the curve."""
+    dtype = center.dtype
+    shapes = jax.eval_shape(chunk_statistics, params,
+                            jax.ShapeDtypeStruct((batch_size, center.shape[0]), dtype), 0, center)
+    running = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes).replace(center=center)
+    fill, rec, t, n_seen = np.asarray(center), _Recorder(evaluate, params), 0, 0
+    for batch in batches:
+        if rate.max_steps is not None and t >= rate.max_steps:
             break
         x = jnp.asarray(padded(batch, batch_size, fill))
-        if window:  # wait for the previous step: at most one batch in flight
-            jax.block_until_ready(window[-1][0])
-        eta = jnp.asarray(step_size(t, alpha, offset), dtype)
-        params, running, score, ok = online_step(
-            params, running, x, batch.shape[0], eta, reg,
-            equal_weights=bool(equal_weights), block_size=block_size,
-        )
-        window.append((score, batch.shape[0], ok))
+        if rec.window:  # wait for the previous step: at most one batch in flight
+            jax.block_until_ready(rec.window[-1][0])
+        eta = jnp.asarray(step_size(t, rate.power, rate.offset), dtype)
+        params, running, score, ok = step(params, running, x, batch.shape[0], eta)
         t, n_seen = t + 1, n_seen + batch.shape[0]
-        if evaluate is None and t == 1:  # curve[0]: the first batch under the start
-            curve, steps, window = [float(score)], [0], []
-        if t % eval_every == 0 or t == max_steps:
-            curve.append(_curve_entry(evaluate, params, window))
-            steps.append(t)
-            rejected += sum(not bool(o) for _, _, o in window)
-            window = []
-    if window:  # the stream ended between two entries
-        curve.append(_curve_entry(evaluate, params, window))
-        steps.append(t)
-        rejected += sum(not bool(o) for _, _, o in window)
+        rec.add(t, score, batch.shape[0], ok)
+        if t % rate.eval_every == 0 or t == rate.max_steps:
+            rec.record(t, params)
+    if rec.window:  # the stream ended between two entries
+        rec.record(t, params)
     return OnlineResult(
-        params, jnp.asarray(curve, dtype), jnp.asarray(steps, jnp.int32), jnp.asarray(t, jnp.int32),
-        jnp.asarray(n_seen), jnp.asarray(rejected, jnp.int32),
+        params, jnp.asarray(rec.curve, dtype), jnp.asarray(rec.steps, jnp.int32),
+        jnp.asarray(t, jnp.int32), jnp.asarray(n_seen), jnp.asarray(rec.rejected, jnp.int32),
     )
 
 

@@ -18,12 +18,13 @@ learning rate stays a traced hyperparameter; ``clip_norm`` chains
 
 import functools
 import inspect
-import math
 import numbers
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from mogjax import _validation as v
 
 SCHEDULES = {
     "constant": None,
@@ -32,15 +33,6 @@ SCHEDULES = {
 }
 DEFAULT_LEARNING_RATE = 1e-2
 _INJECTED = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
-
-
-def check_positive(value, name: str) -> float:
-    """A finite real number > 0, else ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"Invalid value for {name!r}: {value!r}; it must be a real number > 0")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"Invalid value for {name!r}: {value}; it must be a finite number > 0")
-    return float(value)
 
 
 def _alias(name):
@@ -92,10 +84,10 @@ def make_optimizer(optimizer, learning_rate, schedule: str, schedule_kwargs, cli
         raise ValueError("schedule_kwargs need a schedule other than 'constant'")
     hyper = {}
     if clip_norm is not None:
-        hyper["max_norm"] = check_positive(clip_norm, "clip_norm")
+        hyper["max_norm"] = v.check_positive(clip_norm, "clip_norm")
     if isinstance(optimizer, optax.GradientTransformation):
         if learning_rate is not None:
-            hyper["learning_rate"] = check_positive(learning_rate, "learning_rate")
+            hyper["learning_rate"] = v.check_positive(learning_rate, "learning_rate")
         if schedule != "constant" or kwargs:
             raise ValueError("schedule and optimizer arguments cannot be given with an "
                              "optax.GradientTransformation: build them into the transformation")
@@ -116,7 +108,7 @@ def make_optimizer(optimizer, learning_rate, schedule: str, schedule_kwargs, cli
     if learning_rate is None and optimizer != "lbfgs":
         learning_rate = DEFAULT_LEARNING_RATE
     if learning_rate is not None:
-        hyper["learning_rate"] = check_positive(learning_rate, "learning_rate")
+        hyper["learning_rate"] = v.check_positive(learning_rate, "learning_rate")
     elif schedule != "constant":
         raise ValueError("A schedule needs a learning_rate (lbfgs without one uses its line search)")
     floats = {key: val for key, val in kwargs.items()

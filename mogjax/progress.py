@@ -13,8 +13,9 @@ import numpy as np
 progress_logger = logging.getLogger("mogjax.progress")
 
 
-def _report_progress(every, what, iteration, mean_log_likelihood) -> None:
-    """Host side of the progress callback."""
+def log_progress(every, what, iteration, mean_log_likelihood) -> None:
+    """Log the entries of ``iteration`` (and its values) that are multiples of ``every``
+    (host side: host loops call it directly; compiled loops through ``report_every``)."""
     iteration = np.atleast_1d(np.asarray(iteration))
     values = np.atleast_1d(np.asarray(mean_log_likelihood))
     due = iteration % every == 0
@@ -37,7 +38,7 @@ def report_every(every: int, iteration, value, what: str = "EM iteration") -> No
     if every:
         jax.lax.cond(
             iteration % every == 0,
-            lambda: jax.debug.callback(functools.partial(_report_progress, every, what), iteration, value),
+            lambda: jax.debug.callback(functools.partial(log_progress, every, what), iteration, value),
             lambda: None,
         )
 

@@ -125,8 +125,15 @@ def count_small_gains(counter: StopCounter, gain, tol, patience) -> tuple[StopCo
     return StopCounter(small, jnp.asarray(gain, counter.pending.dtype)), small >= patience
 
 
-def best_of(runs, final_values: Array, degenerate: Array):
-    """The run of highest final value among the non-degenerate ones (leading axis)."""
-    score = jnp.where(degenerate, -jnp.inf, jnp.nan_to_num(final_values, nan=-jnp.inf))
+def best_of(runs: FitResult) -> FitResult:
+    """Of results stacked on a leading axis (restarts), the non-degenerate one of
+    highest final value (the first on ties); traceable."""
+    final = jnp.take_along_axis(runs.curve, runs.n_iter[:, None], axis=1)[:, 0]
+    score = jnp.where(runs.degenerate, -jnp.inf, jnp.nan_to_num(final, nan=-jnp.inf))
     best = jnp.argmax(score)
     return jax.tree.map(lambda a: a[best], runs)
+
+
+def pick_best(results: list) -> FitResult:
+    """``best_of`` a list of results (restarts run one after the other)."""
+    return best_of(jax.tree.map(lambda *a: jnp.stack([jnp.asarray(x) for x in a]), *results))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mogjax as mg
-from mogjax import chunks, online, streaming
+from mogjax import chunked, chunks, online
 from mogjax.datasets import make_mixture
 
 K = 3
@@ -56,7 +56,7 @@ def test_restarts_pick_the_in_memory_winner(offset_data):
 def test_chunked_equals_in_memory_other_types(offset_data, cov):
     start = mg.fit_em(offset_data, K, covariance_type=cov, max_iter=0, seed=2).params
     ref = mg.fit_em(offset_data, K, covariance_type=cov, init_params=start, tol=0, max_iter=8)
-    res = streaming.fit_em_chunked(
+    res = chunked.fit_em_chunked(
         offset_data, covariance_type=cov, init_params=start, tol=0, max_iter=8, chunk_size=64
     )
     assert_same_fit(res, ref)
@@ -69,7 +69,7 @@ def test_memmap_file_path_and_view(tmp_path, offset_data, start, ref):
     mm = np.load(path, mmap_mode="r")
     assert isinstance(mm, np.memmap) and chunks._file_region(mm) is not None  # plain reads
     assert_same_fit(mg.fit_em(mm, K, **kw), ref)  # fit_em dispatches on a memmap
-    assert_same_fit(streaming.fit_em_chunked(str(path), K, **kw), ref)
+    assert_same_fit(chunked.fit_em_chunked(str(path), K, **kw), ref)
     view = mm[13:]  # a slice of the map: read from its own offset in the file
     assert chunks._file_region(view)[1] == chunks._file_region(mm)[1] + 13 * 3 * 8
     in_memory = np.array(offset_data[13:])
@@ -102,7 +102,7 @@ def test_init_sample_is_strided_over_all_rows():
 
 
 def test_fit_on_sample_init_when_data_exceed_init_sample(offset_data):
-    res = streaming.fit_em_chunked(offset_data, K, init_sample=40, chunk_size=64)
+    res = chunked.fit_em_chunked(offset_data, K, init_sample=40, chunk_size=64)
     assert bool(res.converged)
     assert float(res.final_log_likelihood) > float(res.curve[0])
 
@@ -112,7 +112,7 @@ def test_padding_rows_weigh_nothing(offset_data, start):
     center = jnp.mean(x, axis=0)
     expected = e_step(start, x, center=center)
     pad = jnp.concatenate([x, jnp.full((30, 3), 1e3)])  # far-away junk after row 50
-    got = streaming.chunk_statistics(start, pad, 50, center)
+    got = chunked.chunk_statistics(start, pad, 50, center)
     for name in ("n", "log_likelihood", "counts", "sum_x", "sum_xx"):
         np.testing.assert_allclose(getattr(got, name), getattr(expected, name), rtol=1e-10)
 
@@ -146,9 +146,9 @@ def test_bad_chunked_input_is_named(offset_data, start):
     with pytest.raises(ValueError, match="chunk_size"):
         mg.fit_em(x, 2, chunk_size=0)
     with pytest.raises(ValueError, match="cannot be read"):
-        streaming.fit_em_chunked("/nonexistent/x.npy", 2)
+        chunked.fit_em_chunked("/nonexistent/x.npy", 2)
     with pytest.raises(TypeError, match="chunked data must be"):
-        streaming.fit_em_chunked(42, 2)
+        chunked.fit_em_chunked(42, 2)
     with pytest.raises(ValueError, match="n_samples >= n_components"):
         mg.fit_em([x[:2]], 3)
     passes = iter([[x], [x[:100]]])  # a callable that gives other data on its second pass
@@ -175,7 +175,7 @@ def _matched_errors(means, true_means):
 
 def test_online_em_recovers_the_mixture(stream_data):
     x, true, em = stream_data
-    res = mg.fit_online_em(x, 3, batch_size=100, init_rows=1000, eval_data=x, eval_every=50)
+    res = mg.fit_online_em(x, 3, batch_size=100, init_sample=1000, eval_data=x, eval_every=50)
     assert int(res.n_steps) == 200 and int(res.n_seen) == 20_000 and int(res.n_rejected) == 0
     np.testing.assert_array_equal(res.curve_steps, np.arange(0, 201, 50))
     assert np.max(_matched_errors(res.params.means, em.params.means)) < 0.15
@@ -192,7 +192,7 @@ def test_online_em_recovers_the_mixture(stream_data):
 def test_online_em_one_shot_stream_progressive_curve(stream_data):
     x, _, em = stream_data
     gen = (x[i : i + 730] for i in range(0, len(x), 730))  # 730-row chunks, re-cut to 100
-    res = mg.fit_online_em(gen, 3, batch_size=100, init_rows=1000, eval_every=30, step_size_power=0.7)
+    res = mg.fit_online_em(gen, 3, batch_size=100, init_sample=1000, eval_every=30, step_size_power=0.7)
     assert int(res.n_steps) == 200 and int(res.n_seen) == 20_000
     assert res.curve.shape == res.curve_steps.shape and int(res.curve_steps[-1]) == int(res.n_steps)
     assert np.max(_matched_errors(res.params.means, em.params.means)) < 0.15

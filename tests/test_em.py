@@ -149,8 +149,8 @@ def test_identity_is_soft_kmeans(blobs):
 
 def test_restarts_keep_the_best(offset_data):
     keys = jax.random.split(jax.random.key(0), 4)
-    best, runs = em._fit_em_compiled(
-        jnp.asarray(offset_data), keys, {}, 1e-3, 1e-6, n_components=K,
+    best, runs = em.fit_em_compiled(
+        jnp.asarray(offset_data), keys, {}, 1e-3, 1e-6, k=K,
         covariance_type="full", init="random", max_iter=50, equal_weights=False,
         block_size=None,
     )
@@ -183,12 +183,12 @@ def test_changing_tol_and_reg_covar_does_not_recompile(offset_data, caplog):
     with jax.log_compiles(), caplog.at_level(logging.DEBUG):
         caplog.clear()
         mg.fit_em(offset_data, 2, covariance_type="spherical", tol=1e-5, reg_covar=1e-4, seed=0)
-        compiled = [r.getMessage() for r in caplog.records if "_fit_em_compiled" in r.getMessage()]
+        compiled = [r.getMessage() for r in caplog.records if "fit_em_compiled" in r.getMessage()]
     assert compiled == []
     with jax.log_compiles(), caplog.at_level(logging.DEBUG):  # the check can see a compile
         caplog.clear()
         mg.fit_em(offset_data, 2, covariance_type="spherical", max_iter=7, seed=0)
-        compiled = [r.getMessage() for r in caplog.records if "_fit_em_compiled" in r.getMessage()]
+        compiled = [r.getMessage() for r in caplog.records if "fit_em_compiled" in r.getMessage()]
     assert compiled
 
 

@@ -28,10 +28,10 @@ PARAM_SHAPES = {
 # the k-means(++) loops on every call. ``reg_covar`` is always passed, so traced.
 _initialize = jax.jit(
     mg.initialize,
-    static_argnames=("n_components", "covariance_type", "method", "equal_weights"),
+    static_argnames=("k", "covariance_type", "method", "equal_weights"),
 )
-kmeans = jax.jit(mg.kmeans, static_argnames=("n_clusters",))
-kmeans_plusplus = jax.jit(mg.kmeans_plusplus, static_argnames=("n_clusters",))
+kmeans = jax.jit(mg.kmeans, static_argnames=("k",))
+kmeans_plusplus = jax.jit(mg.kmeans_plusplus, static_argnames=("k",))
 
 
 def initialize(key, x, covariance_type, method, reg_covar=1e-6, **kwargs):

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import mogjax as mg
-from mogjax import sharded
+from mogjax import sharded, sharding
 
 WORKER = Path(__file__).with_name("sharded_worker.py")
 N, K = 301, 3  # n odd: the second of two shards carries a padding row
@@ -158,17 +158,17 @@ def _fake_mesh(process_of_device):
 
 
 def test_layout_pads_each_process_to_a_common_count():
-    layout = sharded.make_layout(_fake_mesh([0, 0, 1, 1]), "data", [5, 2])
+    layout = sharding.make_layout(_fake_mesh([0, 0, 1, 1]), "data", [5, 2])
     assert layout.rows_per_shard == 3
     assert layout.shard_counts == (3, 2, 2, 0)
     assert layout.n_samples == 7
     with pytest.raises(ValueError, match="same number of devices"):
-        sharded.make_layout(_fake_mesh([0, 0, 1]), "data", [5, 2])
+        sharding.make_layout(_fake_mesh([0, 0, 1]), "data", [5, 2])
 
 
-def test_init_rows_all_or_one_per_stratum():
-    np.testing.assert_array_equal(sharded._init_rows(jax.random.key(0), 5, 5), np.arange(5))
-    rows = np.asarray(sharded._init_rows(jax.random.key(0), 1000, 7))
+def test_init_sample_all_rows_or_one_per_stratum():
+    np.testing.assert_array_equal(sharded._init_sample_rows(jax.random.key(0), 5, 5), np.arange(5))
+    rows = np.asarray(sharded._init_sample_rows(jax.random.key(0), 1000, 7))
     edges = np.arange(8) * 1000 // 7
     assert np.all((rows >= edges[:-1]) & (rows < edges[1:]))
 
@@ -176,7 +176,7 @@ def test_init_rows_all_or_one_per_stratum():
 def test_subsampled_init_runs_on_one_device_and_compiles_once(problem):
     x, _, _ = problem
     data = sharded.shard_rows(x)
-    res = sharded.fit_em_sharded(data, K, covariance_type="spherical", init_samples=40, tol=1e-4)
+    res = sharded.fit_em_sharded(data, K, covariance_type="spherical", init_sample=40, tol=1e-4)
     n = int(res.n_iter)
     assert bool(res.converged) and np.all(np.isfinite(res.curve[: n + 1]))
     assert np.all(np.diff(np.asarray(res.curve[: n + 1])) > -1e-9)
@@ -187,7 +187,7 @@ def test_subsampled_init_runs_on_one_device_and_compiles_once(problem):
     try:
         with jax.log_compiles():
             sharded.fit_em_sharded(
-                data, K, covariance_type="spherical", init_samples=40, tol=1e-6, reg_covar=1e-3
+                data, K, covariance_type="spherical", init_sample=40, tol=1e-6, reg_covar=1e-3
             )
     finally:
         logging.getLogger("jax").removeHandler(handler)
@@ -199,8 +199,8 @@ def test_bad_input_is_named(problem):
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("rows",))
     with pytest.raises(ValueError, match="single axis 'data'"):
         sharded.shard_rows(x, mesh)
-    with pytest.raises(ValueError, match="init_samples"):
-        sharded.fit_em_sharded(x, K, init_samples=2)
+    with pytest.raises(ValueError, match="init_sample"):
+        sharded.fit_em_sharded(x, K, init_sample=2)
     with pytest.raises(ValueError, match="n_samples >= n_components"):
         sharded.fit_em_sharded(x[:2], K)
     with pytest.raises(ValueError, match="NaN"):
