@@ -1,0 +1,429 @@
+r"""Variational Bayesian Gaussian mixtures, compiled end to end on EM's E-step.
+
+One iteration is scikit-learn's ``BayesianGaussianMixture`` iteration: the
+variational E-step (the block E-step of ``mogjax.estep``, whose log-weights and
+log-determinants are the posterior's expectations, ``mogjax.posterior``) reduced at
+once to sufficient statistics, then the variational M-step
+(``posterior_from_stats``), then the lower bound of the new posterior:
+
+.. math::
+
+   r_{ij} \propto \exp\big(E[\log \pi_j] + E[\log \mathcal N(x_i \mid \mu_j,
+   \Lambda_j^{-1})]\big), \qquad q(\pi, \mu, \Lambda) \leftarrow
+   \text{prior} + (N_j, \bar x_j, S_j).
+
+The responsibilities' entropy the bound needs comes from the same statistics, with
+no extra pass: :math:`\sum_{ij} r_{ij} \log r_{ij} = \sum_j r_{\cdot j}^T \ell_{\cdot
+j} - \sum_i \log \sum_j e^{\ell_{ij}}`, and the first sum is linear in the moments.
+"""
+
+import functools
+import math
+import numbers
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mogjax import gaussian as gs
+from mogjax._typing import Array, ArrayLike
+from mogjax.em import e_step_data, terms_moments
+from mogjax.init import canonical_init, initial_responsibilities
+from mogjax.mixture import MixtureParams
+from mogjax.posterior import (
+    VARIATIONAL_COVARIANCE_TYPES, WEIGHT_PRIORS, VariationalPosterior, VariationalPrior,
+    default_prior, density_terms, lower_bound, posterior_from_stats,
+)
+from mogjax.results import (
+    StopCounter, best_of, count_small_gains, raise_if_degenerate, start_counter,
+)
+from mogjax.suffstats import accumulate, stats_from_moments
+
+
+class VariationalResult(NamedTuple):
+    """What ``fit_variational`` returns.
+
+    Attributes:
+      posterior: the fitted ``VariationalPosterior``.
+      curve: scikit-learn's lower bound per iteration, ``(max_iter + 1,)``:
+        ``curve[t]`` after ``t`` iterations (``curve[1:n_iter + 1]`` is
+        scikit-learn's ``lower_bounds_``), ``curve[0]`` that of the initial
+        posterior and its responsibilities; NaN after ``n_iter``. A total over the
+        data, as scikit-learn's (``tol`` applies to it).
+      n_iter: iterations taken.
+      converged: whether the stopping rule was met.
+      degenerate: whether a step met a covariance that is not positive definite
+        and was undone.
+      prior: the prior used, defaults filled in.
+    """
+
+    posterior: VariationalPosterior
+    curve: Array
+    n_iter: Array
+    converged: Array
+    degenerate: Array
+    prior: VariationalPrior
+
+    @property
+    def params(self) -> MixtureParams:
+        """The plug-in mixture (``posterior.mixture``)."""
+        return self.posterior.mixture
+
+    @property
+    def lower_bound(self) -> Array:
+        """``curve[n_iter]``, scikit-learn's ``lower_bound_``."""
+        return self.curve[self.n_iter]
+
+
+class _State(NamedTuple):
+    post: VariationalPosterior
+    curve: Array
+    step: Array
+    counter: StopCounter
+    converged: Array
+    degenerate: Array
+
+
+def _all_finite(tree) -> Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
+
+
+def variational_e_step(post, data, center, block_size, data_are_features: bool):
+    """``(SufficientStats, entropy)`` of the responsibilities of ``post`` over
+    ``data`` (rows, or their quadratic features); ``entropy`` is
+    :math:`-\\sum_{ij} r_{ij} \\log r_{ij}`."""
+    cov_type = post.covariance_type
+    terms = density_terms(post, center)
+    ll, counts, moments = terms_moments(terms, data, center, cov_type, block_size,
+                                        data_are_features)
+    theta, offset, log_const = terms
+    expected = counts @ log_const - 0.5 * (jnp.sum(moments * theta.T) + counts @ offset)
+    n = jnp.asarray(data.shape[0], data.dtype)
+    return stats_from_moments(n, ll, center, counts, moments, cov_type), ll - expected
+
+
+def _count_now(counter: StopCounter, gain, tol, patience):
+    """``count_small_gains`` with the gain counted at once.
+
+    EM's curve value of a step is known one E-step after the step, so the shared
+    rule counts it a step late (scikit-learn's ``GaussianMixture``). The lower
+    bound here is the posterior's after its M-step, and scikit-learn's
+    ``BayesianGaussianMixture`` stops on it at once: same rule, no lag.
+    """
+    return count_small_gains(counter._replace(pending=gain), gain, tol, patience)
+
+
+def _run(post0, curve0, e_step_fn, prior, tol, reg_covar, patience, previous, max_iter,
+         weight_prior):
+    curve = jnp.full((max_iter + 1,), jnp.nan, curve0.dtype).at[0].set(curve0)
+
+    def cond(s: _State):
+        return (s.step < max_iter) & ~s.converged & ~s.degenerate
+
+    def body(s: _State) -> _State:
+        stats, entropy = e_step_fn(s.post)
+        new = posterior_from_stats(stats, prior, reg_covar, weight_prior)
+        bound = lower_bound(new, entropy)
+        ok = _all_finite(new) & jnp.isfinite(bound)
+        post = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, s.post)
+        i = s.step + ok.astype(s.step.dtype)
+        curve = s.curve.at[i].set(jnp.where(ok, bound, s.curve[i]))
+        before = jnp.where(i == 1, previous, curve[i - 1])  # scikit-learn: -inf at a fresh start
+        gain = jnp.where(jnp.isnan(before), jnp.inf, jnp.abs(curve[i] - before))
+        counter, stop = _count_now(s.counter, gain, tol, patience)
+        return _State(post, curve, i, counter, ok & stop, ~ok)
+
+    start = _State(post0, curve, jnp.int32(0), start_counter(curve0), jnp.bool_(False),
+                   jnp.bool_(False))
+    s = jax.lax.while_loop(cond, body, start)
+    degenerate = s.degenerate | ~_all_finite(post0)
+    return s.post, s.curve, s.step, s.converged, degenerate
+
+
+def _neg_entropy(resp: Array) -> Array:
+    return jnp.sum(jnp.where(resp > 0, resp * jnp.log(jnp.where(resp > 0, resp, 1.0)), 0.0))
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("k", "covariance_type", "weight_prior", "init", "max_iter", "block_size"),
+)
+def _fit_compiled(x, keys, start, given_prior, tol, reg_covar, patience, previous, *, k,
+                  covariance_type, weight_prior, init, max_iter, block_size):
+    """Priors, initialisation and the loop for every key (``vmap``); the best run."""
+    prior = default_prior(x, k, covariance_type, **given_prior)
+    data, center, cached = e_step_data(x, covariance_type)
+    e_step_fn = lambda post: variational_e_step(post, data, center, block_size, cached)
+
+    def one_run(key):
+        if isinstance(start, VariationalPosterior):
+            post0, curve0 = start, previous
+        else:
+            resp = initial_responsibilities(key, x, k, init) if start is None else start
+            stats = accumulate(x, resp, covariance_type, center=center, block_size=block_size)
+            post0 = posterior_from_stats(stats, prior, reg_covar, weight_prior)
+            curve0 = lower_bound(post0, -_neg_entropy(resp))
+        post, curve, n_iter, converged, degenerate = _run(
+            post0, curve0, e_step_fn, prior, tol, reg_covar, patience, previous, max_iter,
+            weight_prior)
+        return VariationalResult(post, curve, n_iter, converged, degenerate, prior)
+
+    if keys.shape[0] == 1:
+        runs = jax.tree.map(lambda a: a[None], one_run(keys[0]))
+    else:
+        runs = jax.vmap(one_run)(keys)
+    return best_of(runs)
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def _check_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"Invalid value for {name!r}: {value}; it must be >= {minimum}")
+    return int(value)
+
+
+def _check_real(value, name: str, low: float = 0.0, low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    if not math.isfinite(value) or value < low or (low_open and value == low):
+        bound = ">" if low_open else ">="
+        raise ValueError(f"Invalid value for {name!r}: {value}; it must be a finite "
+                         f"number {bound} {low:g}")
+    return float(value)
+
+
+def _check_choice(value, name: str, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"Invalid value for {name!r}: {value!r}; it must be one of "
+                         f"{tuple(choices)}")
+    return value
+
+
+def _check_array(value, name: str, shape: tuple, dtype) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return arr.astype(dtype)
+
+
+def check_data(x, name: str = "X", *, min_samples: int = 1, n_features=None) -> Array:
+    """``x`` as a float JAX array (n, d): float32 stays float32, anything else becomes
+    JAX's default float; ``ValueError``/``TypeError`` naming what is wrong."""
+    arr = x if isinstance(x, jax.Array) else np.asarray(x)
+    if np.dtype(arr.dtype).kind not in "biuf":
+        raise TypeError(f"{name} must be numeric (bool, integer or float), got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array of shape (n_samples, n_features), got "
+                         f"shape {tuple(arr.shape)}; reshape a single feature with "
+                         "x.reshape(-1, 1)")
+    if arr.shape[0] < min_samples or arr.shape[1] == 0:
+        raise ValueError(f"{name} has shape {tuple(arr.shape)}; at least {min_samples} "
+                         "rows and 1 column are required")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(f"{name} has {arr.shape[1]} features, but the model was fitted "
+                         f"with {n_features} features")
+    dtype = jnp.float32 if np.dtype(arr.dtype) == np.float32 else jnp.result_type(float)
+    out = jnp.asarray(arr, dtype)
+    if not bool(jnp.all(jnp.isfinite(out))):
+        raise ValueError(f"{name} contains NaN or infinity; remove or impute non-finite values")
+    return out
+
+
+def check_prior(covariance_type: str, d: int, *, weight_concentration=None,
+                mean_precision=None, mean=None, degrees_of_freedom=None,
+                covariance=None) -> dict:
+    """The given prior values checked as scikit-learn does (``None``: default)."""
+    given = {}
+    if weight_concentration is not None:
+        given["weight_concentration"] = _check_real(
+            weight_concentration, "weight_concentration_prior", 0.0, low_open=True)
+    if mean_precision is not None:
+        given["mean_precision"] = _check_real(mean_precision, "mean_precision_prior", 0.0,
+                                              low_open=True)
+    if mean is not None:
+        given["mean"] = _check_array(mean, "mean_prior", (d,), np.float64)
+    if degrees_of_freedom is not None:
+        given["degrees_of_freedom"] = _check_real(degrees_of_freedom, "degrees_of_freedom_prior",
+                                                  0.0, low_open=True)
+        if degrees_of_freedom <= d - 1:
+            raise ValueError(f"The parameter 'degrees_of_freedom_prior' should be greater "
+                             f"than {d - 1}, but got {degrees_of_freedom:.3f}.")
+    if covariance is not None:
+        name = f"{covariance_type} covariance_prior"
+        if covariance_type == "spherical":
+            given["covariance"] = _check_real(covariance, name, 0.0, low_open=True)
+        else:
+            shape = (d,) if covariance_type == "diag" else (d, d)
+            cov = _check_array(covariance, name, shape, np.float64)
+            if covariance_type == "diag" and np.any(cov <= 0):
+                raise ValueError(f"'{name}' should be positive")
+            if covariance_type != "diag" and not (
+                    np.allclose(cov, cov.T) and np.all(np.linalg.eigvalsh(cov) > 0)):
+                raise ValueError(f"'{name}' should be symmetric, positive-definite")
+            given["covariance"] = cov
+    return given
+
+
+def _check_start(init_params, n: int, k: int, d: int, covariance_type: str,
+                 weight_prior: str):
+    """Responsibilities (n, k) as NumPy, or a ``VariationalPosterior`` of matching shape."""
+    if isinstance(init_params, VariationalPosterior):
+        if (init_params.covariance_type, init_params.weight_prior) != (covariance_type,
+                                                                        weight_prior):
+            raise ValueError(
+                f"init_params is a {init_params.covariance_type!r} posterior under the "
+                f"{init_params.weight_prior!r} prior, but the fit asks for "
+                f"{covariance_type!r} and {weight_prior!r}")
+        if init_params.means.shape != (k, d):
+            raise ValueError(f"init_params has means of shape {init_params.means.shape}, "
+                             f"expected {(k, d)}")
+        if not _all_finite(init_params):
+            raise ValueError("init_params contains NaN or infinity")
+        return init_params
+    resp = _check_array(init_params, "init_params (responsibilities)", (n, k), np.float64)
+    if np.any(resp < 0) or not np.allclose(resp.sum(axis=1), 1.0, rtol=0, atol=1e-6):
+        raise ValueError("init_params (responsibilities) must be non-negative with rows "
+                         "summing to 1")
+    return resp
+
+
+def _split_keys(seed, n: int) -> Array:
+    if isinstance(seed, jax.Array) and jnp.issubdtype(seed.dtype, jax.dtypes.prng_key):
+        return jax.random.split(seed, n)
+    return jax.random.split(jax.random.key(_check_int(seed, "seed", 0)), n)
+
+
+# ---------------------------------------------------------------------------- the fit
+
+
+def fit_variational(
+    x: ArrayLike,
+    k: int,
+    *,
+    weight_prior: str = "dirichlet_process",
+    weight_concentration_prior: float | None = None,
+    mean_precision_prior: float | None = None,
+    mean_prior: ArrayLike | None = None,
+    degrees_of_freedom_prior: float | None = None,
+    covariance_prior: ArrayLike | float | None = None,
+    covariance_type: str = "full",
+    init: str = "kmeans",
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    n_init: int = 1,
+    seed=0,
+    init_params=None,
+    block_size: int | None = None,
+    patience: int = 1,
+    previous_lower_bound: float | None = None,
+) -> VariationalResult:
+    r"""Fit a variational Bayesian Gaussian mixture; the whole loop is one program.
+
+    scikit-learn's ``BayesianGaussianMixture`` (its priors, defaults, updates and
+    lower bound, for every covariance type) on EM's block E-step and sufficient
+    statistics; see ``mogjax.posterior`` for the model. ``n_init`` restarts run
+    side by side with ``vmap``; the one of highest final lower bound wins. ``tol``,
+    ``reg_covar``, ``patience`` and the prior values are traced (a sweep over them
+    compiles once).
+
+    Stopping rule: ``mogjax.results``' (``tol``, ``patience``), on the lower bound
+    after each iteration's M-step, counted at once as scikit-learn does: after
+    iteration ``t >= 2`` the fit stops when the ``patience`` gains up to
+    :math:`|\mathcal L_t - \mathcal L_{t-1}|` are all below ``tol`` (the first
+    iteration is compared with ``previous_lower_bound`` only). ``n_iter``,
+    ``converged`` and the posterior then equal scikit-learn's from the same start.
+
+    Args:
+      x: data, (n, d), n >= 2; float32 stays float32.
+      k: number of components (the truncation level of the Dirichlet process).
+      weight_prior: ``"dirichlet_process"`` (stick breaking) or
+        ``"dirichlet_distribution"``: scikit-learn's
+        ``weight_concentration_prior_type``.
+      weight_concentration_prior: ``gamma`` or ``alpha_0`` (> 0; default ``1/k``).
+      mean_precision_prior: ``beta_0`` (> 0; default 1).
+      mean_prior: ``m_0``, (d,) (default: the mean of ``x``).
+      degrees_of_freedom_prior: ``nu_0`` (> d - 1; default d).
+      covariance_prior: ``Psi_0``: (d, d) for ``full``/``tied``, (d,) for ``diag``,
+        a number for ``spherical`` (default: the covariance of ``x``, ``ddof=1``).
+      covariance_type: ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``.
+      init: how the initial responsibilities are drawn: ``"kmeans"``,
+        ``"kmeans++"``, ``"random"``, ``"random_from_data"`` (``mogjax.init``).
+      max_iter: iterations at most (>= 0).
+      tol: threshold on the gain in lower bound (>= 0; 0 runs ``max_iter``).
+      reg_covar: added to the diagonal of every component's scatter (>= 0).
+      n_init: restarts (>= 1), batched with ``vmap``.
+      seed: an integer or a JAX key; restarts use ``jax.random.split(key, n_init)``.
+      init_params: the start instead of ``init``: initial responsibilities (n, k),
+        rows on the simplex (scikit-learn's ``_initialize(X, resp)``), or a
+        ``VariationalPosterior`` to continue from (scikit-learn's ``warm_start``);
+        either way there is one run, whatever ``n_init``.
+      block_size: rows per block of the E-step (``None``: chosen from the sizes).
+      patience: consecutive small gains that stop the fit (>= 1).
+      previous_lower_bound: when continuing from a posterior, the lower bound it
+        was fitted with (``curve[0]``; the first gain is measured from it).
+
+    Returns:
+      ``VariationalResult``: ``posterior``, ``curve`` (the lower bound, ``max_iter
+      + 1`` entries), ``n_iter``, ``converged``, ``degenerate``, ``prior``;
+      ``.params`` is the plug-in ``MixtureParams``.
+
+    Raises:
+      ValueError, TypeError: bad input, named, before any compute;
+        ``DegenerateCovarianceError`` when every restart met a covariance that is not
+        positive definite.
+
+    Examples:
+      >>> import numpy as np
+      >>> rng = np.random.default_rng(0)
+      >>> x = np.concatenate([rng.normal(m, 0.5, (100, 2)) for m in (-3, 0, 3)])
+      >>> res = fit_variational(x, 8, covariance_type="diag", max_iter=300, seed=0)
+      >>> int(np.sum(np.asarray(res.posterior.weights) > 0.05))
+      3
+      >>> bool(np.all(np.diff(res.curve[1: int(res.n_iter) + 1]) > -1e-6))
+      True
+    """
+    _check_choice(weight_prior, "weight_prior", WEIGHT_PRIORS)
+    _check_choice(covariance_type, "covariance_type", VARIATIONAL_COVARIANCE_TYPES)
+    k = _check_int(k, "k", 1)
+    init = canonical_init(init)
+    max_iter = _check_int(max_iter, "max_iter", 0)
+    n_init = _check_int(n_init, "n_init", 1)
+    tol = _check_real(tol, "tol")
+    reg_covar = _check_real(reg_covar, "reg_covar")
+    patience = _check_int(patience, "patience", 1)
+    previous = (float("nan") if previous_lower_bound is None
+                else _check_real(previous_lower_bound, "previous_lower_bound", -math.inf))
+    x = check_data(x, min_samples=2)
+    n, d = x.shape
+    if n < k:
+        raise ValueError(f"Expected n_samples >= n_components but got n_components = {k}, "
+                         f"n_samples = {n}")
+    given = check_prior(covariance_type, d, weight_concentration=weight_concentration_prior,
+                        mean_precision=mean_precision_prior, mean=mean_prior,
+                        degrees_of_freedom=degrees_of_freedom_prior,
+                        covariance=covariance_prior)
+    start = None
+    if init_params is not None:
+        start = _check_start(init_params, n, k, d, covariance_type, weight_prior)
+        start = jax.tree.map(lambda a: jnp.asarray(a, x.dtype), start)
+        n_init = 1
+    if block_size is not None:
+        block_size = min(_check_int(block_size, "block_size", 1), n)
+    dt = lambda v: jnp.asarray(v, x.dtype)
+    best = _fit_compiled(
+        x, _split_keys(seed, n_init), start, jax.tree.map(dt, given), dt(tol), dt(reg_covar),
+        jnp.int32(patience), dt(previous), k=k, covariance_type=covariance_type,
+        weight_prior=weight_prior, init=init, max_iter=max_iter, block_size=block_size,
+    )
+    raise_if_degenerate(best, x.dtype)
+    return best
