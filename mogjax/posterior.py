@@ -219,7 +219,7 @@ def posterior_from_stats(
     cov_type, dtype = stats.covariance_type, stats.sum_x.dtype
     prior = jax.tree.map(lambda a: jnp.asarray(a, dtype), prior)
     nk, xk, sk = gaussian_moments(stats, reg_covar)
-    k, d = xk.shape
+    k = xk.shape[0]
     alpha = prior.weight_concentration
     if weight_prior == "dirichlet_process":
         later = jnp.concatenate([jnp.cumsum(nk[::-1])[-2::-1], jnp.zeros((1,), dtype)])

@@ -19,24 +19,32 @@ j} - \sum_i \log \sum_j e^{\ell_{ij}}`, and the first sum is linear in the momen
 
 import functools
 import math
-import numbers
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from mogjax import gaussian as gs
+from mogjax import variational_checks as vc
 from mogjax._typing import Array, ArrayLike
 from mogjax.em import e_step_data, terms_moments
 from mogjax.init import canonical_init, initial_responsibilities
 from mogjax.mixture import MixtureParams
 from mogjax.posterior import (
-    VARIATIONAL_COVARIANCE_TYPES, WEIGHT_PRIORS, VariationalPosterior, VariationalPrior,
-    default_prior, density_terms, lower_bound, posterior_from_stats,
+    VARIATIONAL_COVARIANCE_TYPES,
+    WEIGHT_PRIORS,
+    VariationalPosterior,
+    VariationalPrior,
+    default_prior,
+    density_terms,
+    lower_bound,
+    posterior_from_stats,
 )
 from mogjax.results import (
-    StopCounter, best_of, count_small_gains, raise_if_degenerate, start_counter,
+    StopCounter,
+    best_of,
+    count_small_gains,
+    raise_if_degenerate,
+    start_counter,
 )
 from mogjax.suffstats import accumulate, stats_from_moments
 
@@ -176,135 +184,6 @@ def _fit_compiled(x, keys, start, given_prior, tol, reg_covar, patience, previou
     return best_of(runs)
 
 
-# ---------------------------------------------------------------------------- checks
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"Invalid value for {name!r}: {value}; it must be >= {minimum}")
-    return int(value)
-
-
-def _check_real(value, name: str, low: float = 0.0, low_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    if not math.isfinite(value) or value < low or (low_open and value == low):
-        bound = ">" if low_open else ">="
-        raise ValueError(f"Invalid value for {name!r}: {value}; it must be a finite "
-                         f"number {bound} {low:g}")
-    return float(value)
-
-
-def _check_choice(value, name: str, choices) -> str:
-    if value not in choices:
-        raise ValueError(f"Invalid value for {name!r}: {value!r}; it must be one of "
-                         f"{tuple(choices)}")
-    return value
-
-
-def _check_array(value, name: str, shape: tuple, dtype) -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
-    if arr.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return arr.astype(dtype)
-
-
-def check_data(x, name: str = "X", *, min_samples: int = 1, n_features=None) -> Array:
-    """``x`` as a float JAX array (n, d): float32 stays float32, anything else becomes
-    JAX's default float; ``ValueError``/``TypeError`` naming what is wrong."""
-    arr = x if isinstance(x, jax.Array) else np.asarray(x)
-    if np.dtype(arr.dtype).kind not in "biuf":
-        raise TypeError(f"{name} must be numeric (bool, integer or float), got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array of shape (n_samples, n_features), got "
-                         f"shape {tuple(arr.shape)}; reshape a single feature with "
-                         "x.reshape(-1, 1)")
-    if arr.shape[0] < min_samples or arr.shape[1] == 0:
-        raise ValueError(f"{name} has shape {tuple(arr.shape)}; at least {min_samples} "
-                         "rows and 1 column are required")
-    if n_features is not None and arr.shape[1] != n_features:
-        raise ValueError(f"{name} has {arr.shape[1]} features, but the model was fitted "
-                         f"with {n_features} features")
-    dtype = jnp.float32 if np.dtype(arr.dtype) == np.float32 else jnp.result_type(float)
-    out = jnp.asarray(arr, dtype)
-    if not bool(jnp.all(jnp.isfinite(out))):
-        raise ValueError(f"{name} contains NaN or infinity; remove or impute non-finite values")
-    return out
-
-
-def check_prior(covariance_type: str, d: int, *, weight_concentration=None,
-                mean_precision=None, mean=None, degrees_of_freedom=None,
-                covariance=None) -> dict:
-    """The given prior values checked as scikit-learn does (``None``: default)."""
-    given = {}
-    if weight_concentration is not None:
-        given["weight_concentration"] = _check_real(
-            weight_concentration, "weight_concentration_prior", 0.0, low_open=True)
-    if mean_precision is not None:
-        given["mean_precision"] = _check_real(mean_precision, "mean_precision_prior", 0.0,
-                                              low_open=True)
-    if mean is not None:
-        given["mean"] = _check_array(mean, "mean_prior", (d,), np.float64)
-    if degrees_of_freedom is not None:
-        given["degrees_of_freedom"] = _check_real(degrees_of_freedom, "degrees_of_freedom_prior",
-                                                  0.0, low_open=True)
-        if degrees_of_freedom <= d - 1:
-            raise ValueError(f"The parameter 'degrees_of_freedom_prior' should be greater "
-                             f"than {d - 1}, but got {degrees_of_freedom:.3f}.")
-    if covariance is not None:
-        name = f"{covariance_type} covariance_prior"
-        if covariance_type == "spherical":
-            given["covariance"] = _check_real(covariance, name, 0.0, low_open=True)
-        else:
-            shape = (d,) if covariance_type == "diag" else (d, d)
-            cov = _check_array(covariance, name, shape, np.float64)
-            if covariance_type == "diag" and np.any(cov <= 0):
-                raise ValueError(f"'{name}' should be positive")
-            if covariance_type != "diag" and not (
-                    np.allclose(cov, cov.T) and np.all(np.linalg.eigvalsh(cov) > 0)):
-                raise ValueError(f"'{name}' should be symmetric, positive-definite")
-            given["covariance"] = cov
-    return given
-
-
-def _check_start(init_params, n: int, k: int, d: int, covariance_type: str,
-                 weight_prior: str):
-    """Responsibilities (n, k) as NumPy, or a ``VariationalPosterior`` of matching shape."""
-    if isinstance(init_params, VariationalPosterior):
-        if (init_params.covariance_type, init_params.weight_prior) != (covariance_type,
-                                                                        weight_prior):
-            raise ValueError(
-                f"init_params is a {init_params.covariance_type!r} posterior under the "
-                f"{init_params.weight_prior!r} prior, but the fit asks for "
-                f"{covariance_type!r} and {weight_prior!r}")
-        if init_params.means.shape != (k, d):
-            raise ValueError(f"init_params has means of shape {init_params.means.shape}, "
-                             f"expected {(k, d)}")
-        if not _all_finite(init_params):
-            raise ValueError("init_params contains NaN or infinity")
-        return init_params
-    resp = _check_array(init_params, "init_params (responsibilities)", (n, k), np.float64)
-    if np.any(resp < 0) or not np.allclose(resp.sum(axis=1), 1.0, rtol=0, atol=1e-6):
-        raise ValueError("init_params (responsibilities) must be non-negative with rows "
-                         "summing to 1")
-    return resp
-
-
-def _split_keys(seed, n: int) -> Array:
-    if isinstance(seed, jax.Array) and jnp.issubdtype(seed.dtype, jax.dtypes.prng_key):
-        return jax.random.split(seed, n)
-    return jax.random.split(jax.random.key(_check_int(seed, "seed", 0)), n)
-
-
-# ---------------------------------------------------------------------------- the fit
-
-
 def fit_variational(
     x: ArrayLike,
     k: int,
@@ -392,36 +271,36 @@ def fit_variational(
       >>> bool(np.all(np.diff(res.curve[1: int(res.n_iter) + 1]) > -1e-6))
       True
     """
-    _check_choice(weight_prior, "weight_prior", WEIGHT_PRIORS)
-    _check_choice(covariance_type, "covariance_type", VARIATIONAL_COVARIANCE_TYPES)
-    k = _check_int(k, "k", 1)
+    vc.check_choice(weight_prior, "weight_prior", WEIGHT_PRIORS)
+    vc.check_choice(covariance_type, "covariance_type", VARIATIONAL_COVARIANCE_TYPES)
+    k = vc.check_int(k, "k", 1)
     init = canonical_init(init)
-    max_iter = _check_int(max_iter, "max_iter", 0)
-    n_init = _check_int(n_init, "n_init", 1)
-    tol = _check_real(tol, "tol")
-    reg_covar = _check_real(reg_covar, "reg_covar")
-    patience = _check_int(patience, "patience", 1)
+    max_iter = vc.check_int(max_iter, "max_iter", 0)
+    n_init = vc.check_int(n_init, "n_init", 1)
+    tol = vc.check_real(tol, "tol")
+    reg_covar = vc.check_real(reg_covar, "reg_covar")
+    patience = vc.check_int(patience, "patience", 1)
     previous = (float("nan") if previous_lower_bound is None
-                else _check_real(previous_lower_bound, "previous_lower_bound", -math.inf))
-    x = check_data(x, min_samples=2)
+                else vc.check_real(previous_lower_bound, "previous_lower_bound", -math.inf))
+    x = vc.check_data(x, min_samples=2)
     n, d = x.shape
     if n < k:
         raise ValueError(f"Expected n_samples >= n_components but got n_components = {k}, "
                          f"n_samples = {n}")
-    given = check_prior(covariance_type, d, weight_concentration=weight_concentration_prior,
+    given = vc.check_prior(covariance_type, d, weight_concentration=weight_concentration_prior,
                         mean_precision=mean_precision_prior, mean=mean_prior,
                         degrees_of_freedom=degrees_of_freedom_prior,
                         covariance=covariance_prior)
     start = None
     if init_params is not None:
-        start = _check_start(init_params, n, k, d, covariance_type, weight_prior)
+        start = vc.check_start(init_params, n, k, d, covariance_type, weight_prior)
         start = jax.tree.map(lambda a: jnp.asarray(a, x.dtype), start)
         n_init = 1
     if block_size is not None:
-        block_size = min(_check_int(block_size, "block_size", 1), n)
+        block_size = min(vc.check_int(block_size, "block_size", 1), n)
     dt = lambda v: jnp.asarray(v, x.dtype)
     best = _fit_compiled(
-        x, _split_keys(seed, n_init), start, jax.tree.map(dt, given), dt(tol), dt(reg_covar),
+        x, vc.split_keys(seed, n_init), start, jax.tree.map(dt, given), dt(tol), dt(reg_covar),
         jnp.int32(patience), dt(previous), k=k, covariance_type=covariance_type,
         weight_prior=weight_prior, init=init, max_iter=max_iter, block_size=block_size,
     )
