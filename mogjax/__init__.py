@@ -36,6 +36,8 @@ from mogjax.chunked import fit_em_chunked
 from mogjax.suffstats import SufficientStats, m_step
 from mogjax.sharded import ShardedData, e_step_sharded, fit_em_sharded, shard_rows
 from mogjax.unconstrained import UnconstrainedParams, from_unconstrained, to_unconstrained
+from mogjax.posterior import VariationalPosterior, VariationalPrior
+from mogjax.variational import VariationalResult, fit_variational
 
 __version__ = "0.1.0"
 
@@ -89,4 +91,8 @@ __all__ = [
     "e_step_sharded",
     "fit_em_sharded",
     "shard_rows",
+    "VariationalPosterior",
+    "VariationalPrior",
+    "VariationalResult",
+    "fit_variational",
 ]

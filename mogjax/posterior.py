@@ -298,6 +298,7 @@ def density_terms(post: VariationalPosterior, center: Array):
     return theta, offset, log_const
 
 
+@functools.partial(jax.jit, static_argnames="batch_size")
 def weighted_log_prob(post: VariationalPosterior, x: Array, batch_size: int = 4096) -> Array:
     """``E[log pi_j] + E[log N(x_i | mu_j, Lambda_j^-1)]``, (n, k): scikit-learn's
     ``_estimate_weighted_log_prob``, whose ``logsumexp``, ``argmax`` and ``softmax``

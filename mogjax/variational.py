@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from mogjax import variational_checks as vc
 from mogjax._typing import Array, ArrayLike
-from mogjax.em import e_step_data, terms_moments
+from mogjax.estep import e_step_data, terms_moments
 from mogjax.init import canonical_init, initial_responsibilities
 from mogjax.mixture import MixtureParams
 from mogjax.posterior import (

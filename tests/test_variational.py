@@ -12,8 +12,12 @@ import jax
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import BayesianGaussianMixture as SkBayesianGaussianMixture
 
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from mogjax.bayesian_mixture import BayesianGaussianMixture
 from mogjax.datasets import load_iris, make_mixture
 from mogjax.posterior import WEIGHT_PRIORS
 from mogjax.variational import fit_variational
@@ -159,3 +163,65 @@ def test_bad_input_is_named_before_any_compute(problems, kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         fit_variational(args.pop("x"), args.pop("k"), **args)
 
+
+
+# ------------------------------------------------------------ the scikit-learn estimator
+
+
+def assert_estimators_agree(ours_est, sk, x):
+    for name in ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_",
+                 "mean_precision_", "degrees_of_freedom_", "weight_concentration_",
+                 "weight_concentration_prior_", "mean_precision_prior_", "mean_prior_",
+                 "degrees_of_freedom_prior_", "covariance_prior_", "lower_bound_"):
+        assert_close(getattr(ours_est, name), getattr(sk, name), name)
+    assert_close(ours_est.lower_bounds_, np.ravel(sk.lower_bounds_), "lower_bounds_")
+    assert (ours_est.n_iter_, ours_est.converged_) == (sk.n_iter_, sk.converged_)
+    assert_close(ours_est.score_samples(x), sk.score_samples(x), "score_samples")
+    assert_close(ours_est.predict_proba(x), sk.predict_proba(x), "predict_proba")
+    np.testing.assert_array_equal(ours_est.predict(x), sk.predict(x))
+    assert np.isclose(ours_est.score(x), sk.score(x), rtol=1e-10)
+
+
+@pytest.mark.parametrize("data, covariance_type, weight_prior", [
+    ("iris", "full", "dirichlet_process"),
+    ("mixture5d", "spherical", "dirichlet_distribution"),
+])
+def test_estimator_matches_sklearn_from_the_same_responsibilities(
+        problems, data, covariance_type, weight_prior):
+    x, resp = problems[data]
+    kwargs = {"covariance_type": covariance_type, "max_iter": ITERS, "tol": 0.0,
+              "weight_concentration_prior_type": weight_prior}
+    sk = sklearn_fit(x, resp, covariance_type, weight_prior)
+    with pytest.warns(ConvergenceWarning):
+        est = BayesianGaussianMixture(n_components=K, init_params=resp, **kwargs).fit(x)
+    assert_estimators_agree(est, sk, x)
+    samples, labels = est.sample(7)
+    assert samples.shape == (7, x.shape[1]) and np.all(np.diff(labels) >= 0)
+
+
+def test_estimator_warm_start_matches_sklearn(problems):
+    """Two warm fits of 10 iterations, as scikit-learn's, with the default tol."""
+    x, resp = problems["iris"]
+    sk = SkBayesianGaussianMixture(n_components=K, warm_start=True, max_iter=10)
+    sk._initialize_parameters = lambda X, random_state, xp=None: sk._initialize(X, resp)
+    est = BayesianGaussianMixture(n_components=K, warm_start=True, max_iter=10, init_params=resp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(2):
+            sk.fit(x)
+            est.fit(x)
+            assert_estimators_agree(est, sk, x)
+
+
+EXPECTED_FAILURES = {
+    # mogjax's data check (shared with GaussianMixture, mogjax/_validation.py) says
+    # "reshape a single feature with x.reshape(-1, 1)"; this check looks for
+    # scikit-learn's capitalised "Reshape your data".
+    "check_fit2d_predict1d": "mogjax's 1-D input message lacks 'Reshape your data'",
+}
+
+
+@parametrize_with_checks([BayesianGaussianMixture()],
+                         expected_failed_checks=lambda est: EXPECTED_FAILURES)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
