@@ -131,10 +131,20 @@ def test_dirichlet_process_keeps_three_of_ten_components():
     assert np.isclose(weights.sum(), 1.0)
     bound = np.asarray(res.curve[1: int(res.n_iter) + 1])
     assert np.all(np.diff(bound) > -1e-6 * np.abs(bound[1:]))  # the bound climbs
-    r32 = fit_variational(x.astype(np.float32), 10, max_iter=300, seed=0)
+    r32 = fit_variational(x.astype(np.float32), 10, max_iter=300, seed=0, n_init=3)  # vmapped
     assert r32.curve.dtype == np.float32 and r32.posterior.means.dtype == np.float32
-    big = np.sort(np.asarray(r32.posterior.weights))[-3:]
-    np.testing.assert_allclose(big, np.sort(weights)[-3:], atol=1e-3)
+    w32 = np.sort(np.asarray(r32.posterior.weights))
+    assert np.sum(w32 > 1e-2) == 3  # the best of 3 restarts: the same clusters
+    np.testing.assert_allclose(w32[-3:], np.sort(weights)[-3:], atol=1e-2)
+
+
+def test_row_blocks_give_the_same_fit(problems):
+    """The E-step summed over blocks of 64 rows (two and a remainder) is the same."""
+    x, resp = problems["iris"]
+    whole = ours(x, resp, "tied", "dirichlet_process")
+    blocks = ours(x, resp, "tied", "dirichlet_process", block_size=64)
+    assert_close(blocks.curve, whole.curve, "curve")
+    assert_close(blocks.posterior.covariances, whole.posterior.covariances, "covariances")
 
 
 @pytest.mark.parametrize(
