@@ -212,16 +212,23 @@ def fit_em_chunked(
             block_size=None if block_size is None else min(block_size, sample.shape[0]),
             **user_init,
         )
-        results.append(host_em_loop(params, e_step, max_iter, rule, jnp.asarray(reg_covar, dtype),
-                                    bool(equal_weights), verbose, dtype))
+        results.append(host_em_loop(
+            params, e_step, max_iter, rule, jnp.asarray(reg_covar, dtype), bool(equal_weights),
+            verbose, dtype, check_pass=lambda: checked_chunks(source, info.n_features)))
     best = pick_best(results)
     raise_if_degenerate(best, dtype)
     return best
 
 
-def host_em_loop(params, e_step, max_iter, rule, reg_covar, equal_weights, verbose, dtype) -> FitResult:
+def host_em_loop(params, e_step, max_iter, rule, reg_covar, equal_weights, verbose, dtype,
+                 check_pass=None) -> FitResult:
     """``mogjax.em.em_loop`` on the host, over an E-step that reads chunks: the same
-    stopping rule (``rule = (tol, patience, previous)``), the same curve."""
+    stopping rule (``rule = (tol, patience, previous)``), the same curve.
+
+    ``check_pass`` (optional) reads the data once with every check on; it runs when a
+    step's statistics are not finite, so NaN or infinity that appeared in the data
+    after the first pass is named (chunk and row) rather than blamed on a covariance.
+    """
     tol, patience, previous = rule
     stats = e_step(params)
     curve = np.full(max_iter + 1, np.nan, dtype)
@@ -232,6 +239,9 @@ def host_em_loop(params, e_step, max_iter, rule, reg_covar, equal_weights, verbo
         new_params = _m_step(stats, reg_covar, equal_weights=equal_weights)
         new_stats = e_step(new_params) if bool(is_finite(new_params)) else None
         if new_stats is None or not np.isfinite(float(new_stats.log_likelihood)):
+            if check_pass is not None:  # data that changed between passes: name it
+                for _ in check_pass():
+                    pass
             degenerate = True
             break
         params, stats, i = new_params, new_stats, i + 1

@@ -235,6 +235,63 @@ def mahalanobis(
     return jnp.sqrt(squared_mahalanobis(x, means, prec_chol, covariance_type))
 
 
+def _whitened(x: Array, means: Array, prec_chol: Array, covariance_type: str) -> Array:
+    """``U_j^T (x_i - mu_j)`` from differences: (n, k, d) (``||.||^2`` is the distance)."""
+    diff = x[:, None, :] - means[None, :, :]
+    if covariance_type == "full":
+        return jnp.einsum("nkd,kde->nke", diff, prec_chol)
+    if covariance_type == "tied":
+        return diff @ prec_chol
+    if covariance_type == "diag":
+        return diff * prec_chol[None]
+    return diff * prec_chol[None, :, None]
+
+
+def _log_density_far(x, means, prec_chol, covariance_type, log_det) -> tuple[Array, Array]:
+    """``(rel, offset)`` from differences, scaled per row so nothing overflows.
+
+    With ``y_ij = U_j^T (x_i - mu_j)``, ``s_i = max |y_ij|`` and ``q_ij = ||y_ij / s_i||^2``:
+    ``log f_j(x_i) = rel_ij - offset_i``, ``offset_i = s_i^2 min_j q_ij / 2`` (may be
+    infinite) and ``rel_ij`` finite for the nearest component.
+    """
+    d = x.shape[-1]
+    y = _whitened(x, means, prec_chol, covariance_type)
+    s = jnp.max(jnp.abs(y), axis=(1, 2))
+    s = jnp.where(s > 0, s, 1.0)
+    q = jnp.sum((y / s[:, None, None]) ** 2, axis=-1)
+    q_min = jnp.min(q, axis=1, keepdims=True)
+    s2 = (s * s)[:, None]
+    gap = jnp.where(q > q_min, s2 * (q - q_min), 0.0)
+    rel = log_det - 0.5 * (d * math.log(2 * math.pi) + gap)
+    return rel, 0.5 * s2[:, 0] * q_min[:, 0]
+
+
+def log_gaussian_density_parts(
+    x: Array, means: Array, prec_chol: Array, covariance_type: str = "full", center=None
+) -> tuple[Array, Array]:
+    """``(rel, offset)`` with ``log f_j(x_i) = rel_ij - offset_i``: (n, k), (n,).
+
+    The fast path (quadratic features) gives ``offset = 0``. Rows where it is not
+    finite (a point so far from the data's center that its squared features
+    overflow) are recomputed from differences in a per-row scaled frame
+    (``_log_density_far``): their ``rel`` stays finite for the nearest component,
+    so responsibilities never turn NaN, and ``offset`` carries the (possibly
+    infinite) common distance. The recomputation runs only for a block holding
+    such a row (``lax.cond``).
+    """
+    d = x.shape[-1]
+    maha = squared_mahalanobis(x, means, prec_chol, covariance_type, center)
+    log_det = half_log_det_precision(prec_chol, covariance_type, d)
+    fast = log_det - 0.5 * (d * math.log(2 * math.pi) + maha)
+    bad = ~jnp.all(jnp.isfinite(fast), axis=1)
+
+    def far():
+        rel, offset = _log_density_far(x, means, prec_chol, covariance_type, log_det)
+        return jnp.where(bad[:, None], rel, fast), jnp.where(bad, offset, 0.0)
+
+    return jax.lax.cond(jnp.any(bad), far, lambda: (fast, jnp.zeros_like(fast[:, 0])))
+
+
 def log_gaussian_density(
     x: Array, means: Array, prec_chol: Array, covariance_type: str = "full", center=None
 ) -> Array:
@@ -245,13 +302,14 @@ def log_gaussian_density(
        \log f_{\mu_j,\Sigma_j}(x_i) = -\tfrac12\big(d \log 2\pi
        + \|x_i-\mu_j\|^2_{\Sigma_j}\big) + \tfrac12 \log|\Sigma_j^{-1}|
 
+    Never NaN for finite input: a point too far for the range of the dtype gets
+    ``-inf`` (see ``log_gaussian_density_parts``).
+
     Examples:
       >>> import jax.numpy as jnp
       >>> x = jnp.zeros((1, 1))
       >>> round(float(log_gaussian_density(x, jnp.zeros((1, 1)), jnp.ones(1), "identity")[0, 0]), 4)
       -0.9189
     """
-    d = x.shape[-1]
-    maha = squared_mahalanobis(x, means, prec_chol, covariance_type, center)
-    log_det = half_log_det_precision(prec_chol, covariance_type, d)
-    return log_det - 0.5 * (d * math.log(2 * math.pi) + maha)
+    rel, offset = log_gaussian_density_parts(x, means, prec_chol, covariance_type, center)
+    return rel - offset[:, None]

@@ -59,10 +59,26 @@ def _squared_distances(x: Array, centers: Array) -> Array:
     return jnp.maximum(xx - 2.0 * x @ centers.T + cc, 0.0)
 
 
-def nearest_center(x: Array, centers: Array) -> Array:
-    """Index of the nearest center of every point, (n, d), (k, d) -> (n,)."""
-    shift = jnp.mean(centers, axis=0)
-    return jnp.argmin(_squared_distances(x - shift, centers - shift), axis=1)
+def nearest_center(x: Array, centers: Array, k=None) -> Array:
+    """Index of the nearest of the first ``k`` centers (default all) of every point:
+    (n, d), (m, d) -> (n,). Distances from differences (exact to rounding, whatever
+    the scale of ``x``), one center at a time: memory O(n d).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> nearest_center(jnp.array([[0.0], [4.0]]), jnp.array([[1.0], [3.0]])).tolist()
+      [0, 1]
+    """
+    x, centers = jnp.asarray(x), jnp.asarray(centers)
+
+    def body(j, c):
+        d2 = jnp.sum((x - centers[j]) ** 2, axis=1)
+        return jnp.minimum(d2, c[0]), jnp.where(d2 < c[0], j, c[1])
+
+    n = x.shape[0]
+    start = (jnp.full(n, jnp.inf, x.dtype), jnp.zeros(n, jnp.int32))
+    k = centers.shape[0] if k is None else k
+    return jax.lax.fori_loop(0, k, body, start)[1]
 
 
 def kmeans_plusplus(key: Array, x: Array, k: int) -> Array:

@@ -108,13 +108,20 @@ class MixtureParams:
 
 def log_prob_components(params: MixtureParams, x: Array) -> Array:
     """``log pi_j + log f_j(x_i)`` for every point and component: (n, d) -> (n, k)."""
-    # The density does not depend on the centre of the expansion, so no gradient flows
-    # through it (differentiating the centred features would triple the backward pass).
+    rel, offset = _log_prob_parts(params, x)
+    return rel - offset[:, None]
+
+
+def _log_prob_parts(params: MixtureParams, x: Array) -> tuple[Array, Array]:
+    """``log pi_j f_j(x_i) = rel_ij - offset_i`` (``gs.log_gaussian_density_parts``):
+    softmax and argmax of ``rel`` stay defined for points too far for the dtype."""
+    # The density does not depend on the center of the expansion, so no gradient flows
+    # through it (differentiating the centered features would triple the backward pass).
     center = jax.lax.stop_gradient(params.center)
-    log_dens = gs.log_gaussian_density(
+    rel, offset = gs.log_gaussian_density_parts(
         x, params.means, params.prec_chol, params.covariance_type, center
     )
-    return params.log_weights + log_dens
+    return params.log_weights + rel, offset
 
 
 def _check_x(params: MixtureParams, x) -> Array:
@@ -181,7 +188,7 @@ def responsibilities(params: MixtureParams, x: ArrayLike) -> Array:
       [0.5, 0.5]
     """
     x = _check_x(params, x)
-    fn = lambda xb: jax.nn.softmax(log_prob_components(params, xb), axis=-1)
+    fn = lambda xb: jax.nn.softmax(_log_prob_parts(params, xb)[0], axis=-1)
     return _blocks.map_over_blocks(fn, [x], _block_rows(params, x))
 
 
@@ -189,7 +196,7 @@ def responsibilities(params: MixtureParams, x: ArrayLike) -> Array:
 def predict(params: MixtureParams, x: ArrayLike) -> Array:
     """Hard assignment: the component of largest responsibility, (n,) integers."""
     x = _check_x(params, x)
-    fn = lambda xb: jnp.argmax(log_prob_components(params, xb), axis=-1)
+    fn = lambda xb: jnp.argmax(_log_prob_parts(params, xb)[0], axis=-1)
     return _blocks.map_over_blocks(fn, [x], _block_rows(params, x))
 
 
@@ -212,6 +219,8 @@ def sample(key: Array, params: MixtureParams, n_samples: int) -> tuple[Array, Ar
       >>> x.shape, labels.shape
       ((5, 2), (5,))
     """
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 0:
+        raise ValueError(f"n_samples must be an integer >= 0, got {n_samples!r}")
     key_label, key_noise = jax.random.split(key)
     labels = jax.random.categorical(key_label, params.log_weights, shape=(n_samples,))
     z = jax.random.normal(key_noise, (n_samples, params.n_features), params.means.dtype)

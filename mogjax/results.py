@@ -80,8 +80,10 @@ class FitResult(NamedTuple):
 class DegenerateCovarianceError(ValueError):
     """A fit met a covariance that is not positive definite.
 
-    ``result`` holds what was computed up to the failure (finite parameters and
-    the curve so far), so callers can still log it.
+    ``result`` holds what was computed up to the failure, so callers can still log
+    it: the curve so far and the last finite parameters, where a component whose
+    covariance was never positive definite (a degenerate start) carries a unit
+    covariance (``finite_params``).
     """
 
     def __init__(self, message: str, result):
@@ -89,10 +91,29 @@ class DegenerateCovarianceError(ValueError):
         self.result = result
 
 
+def finite_params(params: MixtureParams) -> MixtureParams:
+    """``params`` with every non-finite entry replaced: a component's precision factor
+    by the identity's (unit covariance), a mean by 0, the weights by equal ones."""
+    k = params.n_components
+    chol = params.prec_chol
+    if params.covariance_type in ("full", "tied"):
+        ok = jnp.all(jnp.isfinite(chol), axis=(-2, -1), keepdims=True)
+        chol = jnp.where(ok, chol, jnp.eye(chol.shape[-1], dtype=chol.dtype))
+    else:
+        ok = jnp.all(jnp.isfinite(chol), axis=-1, keepdims=True) if chol.ndim == 2 else jnp.isfinite(chol)
+        chol = jnp.where(ok, chol, 1.0)
+    log_w = params.log_weights
+    log_w = jnp.where(jnp.all(jnp.isfinite(log_w)), log_w, jnp.full_like(log_w, -np.log(k)))
+    means = jnp.where(jnp.isfinite(params.means), params.means, 0.0)
+    return params.replace(log_weights=log_w, means=means, prec_chol=chol)
+
+
 def raise_if_degenerate(result, dtype) -> None:
-    """Raise ``DegenerateCovarianceError`` (scikit-learn's advice) if ``result`` is."""
+    """Raise ``DegenerateCovarianceError`` (scikit-learn's advice) if ``result`` is;
+    its ``result`` has finite parameters (``finite_params``)."""
     if bool(result.degenerate):
         extra = ", or use float64 (jax_enable_x64)" if np.dtype(dtype) == np.float32 else ""
+        result = result._replace(params=finite_params(result.params))
         raise DegenerateCovarianceError(FAILURE_ADVICE.format(extra=extra), result)
 
 

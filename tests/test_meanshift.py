@@ -287,7 +287,6 @@ def nan_where_far(x, value=np.nan):
         (lambda x: estimate_bandwidth(nan_where_far(x)), "NaN"),
         (lambda x: MeanShift(bandwidth=0.0).fit(x), "bandwidth"),
         (lambda x: MeanShift(bandwidth=1.0).fit(x[:, 0]), "2-D"),
-        (lambda x: MeanShift().fit(np.ones((5, 2))), "bandwidth"),
         (lambda x: modes_init(x, 1.0, covariance_type="round"), "covariance"),
         (lambda x: mean_shift_step(x[:, :1], x, 1.0), "share d"),
     ],
