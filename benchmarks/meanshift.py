@@ -42,7 +42,7 @@ RUNS = [("sklearn", "float64", False), ("mogjax", "float32", False),
 MAX_ITER = 300
 SLOW_N = 50_000
 REFERENCE = (  # shown when --skip-slow-sklearn leaves scikit-learn out
-    "scikit-learn figures measured elsewhere (issue #3, this machine type, bandwidth "
+    "scikit-learn figures measured earlier on a 2-core machine like this one (bandwidth "
     "1.0, blobs; not by this script): 2,000 points 9.6 s (0.49 s with bin_seeding), "
     "10,000 points 38-83 s (1.1 s), 30,000 points 195 s")
 

@@ -1,7 +1,7 @@
 """mogjax: Gaussian mixtures and mean shift in JAX.
 
 The functional core (pure, jittable functions over an immutable parameter pytree)
-and a scikit-learn-style face over it. See DESIGN.md for the layers.
+and a scikit-learn-style face over it. See docs/design.md for the layers.
 """
 
 from mogjax.batched import fit_em_seeds

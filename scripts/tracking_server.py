@@ -188,17 +188,15 @@ class Postgres:
 
 def allowed_hosts(port: int) -> str:
     """Host headers to accept when bound to all interfaces: this machine's names and
-    addresses, bare and with the port (MLflow's default admits only localhost and the
-    private 10/172.16/192.168 addresses)."""
+    the addresses they resolve to (``getaddrinfo``), bare and with the port (MLflow's
+    default admits only localhost and private-range addresses)."""
     names = {"localhost", "127.0.0.1", socket.gethostname(), socket.getfqdn()}
     try:
         names |= {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
     except OSError:
         pass
-    try:  # the address of the default route (a UDP connect sends nothing)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("10.255.255.255", 1))
-            names.add(s.getsockname()[0])
+    try:  # and those of its fully qualified name (the host's own resolver, no traffic)
+        names |= {info[4][0] for info in socket.getaddrinfo(socket.getfqdn(), None)}
     except OSError:
         pass
     names = sorted(n if ":" not in n else f"[{n}]" for n in names if n)
