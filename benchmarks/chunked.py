@@ -17,10 +17,10 @@ the initial E-step, input checks) cancels. ``peak MB`` is the worker's ``VmHWM``
 The machine may be shared: the 1-minute load average at the start and end of each
 worker is printed beside its numbers.
 
-    .venv/bin/python benchmarks/streaming.py                      # n = 2e6, d = 64, k = 8: 0.5 GB, ~2 min
-    .venv/bin/python benchmarks/streaming.py --n 4000000          # 1 GB: ~3 min
-    .venv/bin/python benchmarks/streaming.py --n 80000000         # the 20 GB file (on demand: ~45 min, estimated)
-    .venv/bin/python benchmarks/streaming.py --n 200000 --k 4     # a smoke run
+    .venv/bin/python benchmarks/chunked.py                      # n = 2e6, d = 64, k = 8: 0.5 GB, ~2 min
+    .venv/bin/python benchmarks/chunked.py --n 4000000          # 1 GB: ~3 min
+    .venv/bin/python benchmarks/chunked.py --n 80000000         # the 20 GB file (on demand: ~45 min, estimated)
+    .venv/bin/python benchmarks/chunked.py --n 200000 --k 4     # a smoke run
 
 The data file is deleted at the end unless ``--keep`` is given.
 """
