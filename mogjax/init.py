@@ -25,6 +25,7 @@ everything here is jittable and ``vmap``-able over keys.
 """
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -71,9 +72,10 @@ def nearest_center(x: Array, centers: Array, k=None) -> Array:
     """
     x, centers = jnp.asarray(x), jnp.asarray(centers)
 
-    def body(j, c):
+    def body(j, best):
+        nearest_d2, index = best
         d2 = jnp.sum((x - centers[j]) ** 2, axis=1)
-        return jnp.minimum(d2, c[0]), jnp.where(d2 < c[0], j, c[1])
+        return jnp.minimum(d2, nearest_d2), jnp.where(d2 < nearest_d2, j, index)
 
     n = x.shape[0]
     start = (jnp.full(n, jnp.inf, x.dtype), jnp.zeros(n, jnp.int32))
@@ -118,6 +120,12 @@ def kmeans_plusplus(key: Array, x: Array, k: int) -> Array:
     return centers + jnp.mean(x, axis=0)
 
 
+class _LloydState(NamedTuple):
+    centers: Array
+    moved: Array  # squared distance the centers moved in the last step
+    step: Array
+
+
 def kmeans(
     key: Array, x: Array, k: int, max_iter: int = 100, tol: float = 1e-4
 ) -> tuple[Array, Array]:
@@ -137,22 +145,20 @@ def kmeans(
     def labels_of(c):
         return jnp.argmin(_squared_distances(xc, c), axis=1)
 
-    def body(carry):
-        c, _, i = carry
-        labels = labels_of(c)
+    def body(s: _LloydState) -> _LloydState:
+        labels = labels_of(s.centers)
         sums = jax.ops.segment_sum(xc, labels, k)
         counts = jax.ops.segment_sum(jnp.ones(xc.shape[0], xc.dtype), labels, k)
-        new = jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None], c)
-        return new, jnp.sum((new - c) ** 2), i + 1
+        new = jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None], s.centers)
+        return _LloydState(new, jnp.sum((new - s.centers) ** 2), s.step + 1)
 
-    def cond(carry):
-        _, moved, i = carry
-        return (i < max_iter) & (moved > threshold)
+    def cond(s: _LloydState):
+        return (s.step < max_iter) & (s.moved > threshold)
 
     c0 = kmeans_plusplus(key, x, k) - shift
-    start = (c0, jnp.asarray(jnp.inf, x.dtype), jnp.int32(0))
-    c, _, _ = jax.lax.while_loop(cond, body, start)
-    return c + shift, labels_of(c)
+    s = jax.lax.while_loop(cond, body, _LloydState(c0, jnp.asarray(jnp.inf, x.dtype),
+                                                   jnp.int32(0)))
+    return s.centers + shift, labels_of(s.centers)
 
 
 def initial_responsibilities(key: Array, x: Array, k: int, method: str) -> Array:
