@@ -3,15 +3,13 @@
 import functools
 import logging
 import sys
-import time
-from contextlib import contextmanager
 
-import jax
 import numpy as np
 
 import mogjax as mg
-from experiments import tracking
-from experiments.configs import DataName, GradientConfig
+from experiments import configs, tracking
+from experiments.configs import DataName
+from experiments.timing import per_iteration, timed
 from experiments.interrupt import (
     RunInterrupted, exit_code, hard_exit, interruptible, signals_raise,
 )
@@ -38,26 +36,19 @@ def load_data(data_cfg) -> tuple[np.ndarray, str]:
     return np.asarray(x, dtype=np.float64), name
 
 
-_COMPILE_SECONDS = [0.0]
+# Axis labels of the data sets shipped with mogjax (a file's or synthetic data's: x1, x2, ...).
+COLUMNS = {
+    "faithful": ("eruption duration (min)", "waiting time (min)"),
+    "iris": ("sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"),
+}
 
 
-def _on_event(name: str, seconds: float, **kwargs) -> None:
-    if name.startswith("/jax/core/compile/"):
-        _COMPILE_SECONDS[0] += seconds
-
-
-jax.monitoring.register_event_duration_secs_listener(_on_event)
-
-
-@contextmanager
-def stopwatch():
-    """Yields a dict that gets ``seconds`` (wall) and ``compile_seconds`` (JAX
-    tracing, lowering and compiling) of the body."""
-    out = {}
-    start_compile, start = _COMPILE_SECONDS[0], time.perf_counter()
-    yield out
-    out["seconds"] = time.perf_counter() - start
-    out["compile_seconds"] = _COMPILE_SECONDS[0] - start_compile
+def column_names(cfg, data_name: str, d: int) -> tuple[str, ...]:
+    """Axis labels for the data's columns (``data.standardize``: the names, standardised)."""
+    names = COLUMNS.get(data_name, tuple(f"x{i + 1}" for i in range(d)))
+    if cfg.data.standardize:
+        names = tuple(f"{name.split(' (')[0]} (standardised)" for name in names)
+    return names
 
 
 def model_kwargs(cfg) -> dict:
@@ -66,58 +57,55 @@ def model_kwargs(cfg) -> dict:
                 init=m.init, reg_covar=m.reg_covar, seed=cfg.seed)
 
 
-def fit_mixture(cfg, x, method: str):
-    """EM or gradient ascent (``method`` = "em" or an optimiser name), timed, in a
-    worker thread so that Ctrl-C and SIGTERM stop it at once.
+def fit_kwargs(cfg, method: str) -> dict:
+    """The keyword arguments of ``fit_em`` (``method`` "em") or ``fit_gradient`` (an
+    optimiser's name) that ``cfg`` configures; the stopping rule is ``cfg.stop`` for
+    both (``max_iter`` is EM's iterations and the optimiser's steps)."""
+    stop = cfg.stop
+    kwargs = dict(tol=stop.tol, patience=stop.patience, verbose=cfg.progress_every,
+                  **model_kwargs(cfg))
+    if method == "em":
+        return dict(kwargs, max_iter=stop.max_iter, n_init=cfg.model.n_init,
+                    equal_weights=cfg.model.equal_weights)
+    opt = configs.optimizer_config(cfg, method)
+    batch_size = cfg.algorithm.batch_size if cfg.algorithm.name == "gradient" else None
+    return dict(kwargs, optimizer=method, steps=stop.max_iter, learning_rate=opt.learning_rate,
+                schedule=opt.schedule, clip_norm=opt.clip_norm, batch_size=batch_size,
+                **dict(opt.options))
 
-    Returns ``(result, timing)``.
-    """
+
+def fit_mixture(cfg, x, method: str):
+    """EM or gradient ascent (``method`` = "em" or an optimiser's name), compiled and
+    then timed warm (``experiments.timing``), in a worker thread so that Ctrl-C and
+    SIGTERM stop it at once. Returns ``(result, timing)``."""
     return interruptible(_fit_mixture, cfg, x, method)
 
 
 def _fit_mixture(cfg, x, method: str):
-    with stopwatch() as timing:
-        if method == "em":
-            result = mg.fit_em(x, cfg.model.k, max_iter=cfg.algorithm.get("max_iter", 100),
-                               tol=cfg.algorithm.get("tol", 1e-3), n_init=cfg.model.n_init,
-                               equal_weights=cfg.model.equal_weights, verbose=cfg.progress_every,
-                               **model_kwargs(cfg))
-        else:
-            opt = cfg.optimizer
-            # The optimizer group configures its own optimiser; another one named in
-            # `compare` runs with the library's defaults for it.
-            settings = (
-                dict(learning_rate=opt.learning_rate, schedule=opt.schedule,
-                     clip_norm=opt.clip_norm, **dict(opt.options))
-                if method == opt.name else {}
-            )
-            # EM's algorithm group (in `compare`) leaves the gradient loop at its defaults.
-            loop = cfg.algorithm if cfg.algorithm.name == "gradient" else GradientConfig()
-            result = mg.fit_gradient(
-                x, cfg.model.k, optimizer=method, steps=loop.steps, tol=loop.tol,
-                batch_size=loop.batch_size, **settings, **model_kwargs(cfg),
-            )
-        jax.block_until_ready(result.curve)
-    timing["fit_seconds"] = max(timing["seconds"] - timing["compile_seconds"], 0.0)
-    return result, timing
+    fit = mg.fit_em if method == "em" else mg.fit_gradient
+    budget_key = "max_iter" if method == "em" else "steps"
+    kwargs = fit_kwargs(cfg, method)
+    if cfg.stop.seconds is None:
+        return timed(lambda: fit(x, cfg.model.k, **kwargs))
+    # A budget of seconds: time the whole budget of iterations warm, then refit with
+    # as many as fit in the seconds (a new program: its compile time is logged apart).
+    kwargs["tol"] = 0.0
+    result, timing = timed(lambda: fit(x, cfg.model.k, **kwargs))
+    n = int(cfg.stop.seconds / per_iteration(timing, result.n_iter))
+    if n >= cfg.stop.max_iter:
+        return result, timing
+    kwargs[budget_key] = max(n, 1)
+    return timed(lambda: fit(x, cfg.model.k, **kwargs))
 
 
 def fit_mixture_seeds(cfg, x, seeds):
-    """EM for every seed in one compiled program (``mogjax.fit_em_seeds``), timed;
-    returns ``(batched FitResult, timing)``."""
-    return interruptible(_fit_mixture_seeds, cfg, x, seeds)
-
-
-def _fit_mixture_seeds(cfg, x, seeds):
+    """EM for every seed in one compiled program (``mogjax.fit_em_seeds``), timed
+    warm; returns ``(batched FitResult, timing)``."""
     kwargs = model_kwargs(cfg)
     del kwargs["seed"]
-    with stopwatch() as timing:
-        result = mg.fit_em_seeds(
-            x, cfg.model.k, seeds, max_iter=cfg.algorithm.max_iter, tol=cfg.algorithm.tol,
-            n_init=cfg.model.n_init, equal_weights=cfg.model.equal_weights, **kwargs)
-        jax.block_until_ready(result.curve)
-    timing["fit_seconds"] = max(timing["seconds"] - timing["compile_seconds"], 0.0)
-    return result, timing
+    return interruptible(timed, lambda: mg.fit_em_seeds(
+        x, cfg.model.k, seeds, max_iter=cfg.stop.max_iter, tol=cfg.stop.tol,
+        n_init=cfg.model.n_init, equal_weights=cfg.model.equal_weights, **kwargs))
 
 
 def mixture_summary(result, x, timing) -> dict[str, float]:
@@ -130,7 +118,7 @@ def mixture_summary(result, x, timing) -> dict[str, float]:
         "converged": float(bool(result.converged)),
         "fit_seconds": timing["fit_seconds"],
         "compile_seconds": timing["compile_seconds"],
-        "seconds_per_iteration": timing["fit_seconds"] / max(n_iter, 1),
+        "seconds_per_iteration": per_iteration(timing, n_iter),
         "bic": float(mg.bic(result.params, x)),
         "aic": float(mg.aic(result.params, x)),
     }
@@ -142,22 +130,35 @@ def numerical_warnings(summary: dict) -> str:
     return f"{n} gradient steps were not finite and were rejected" if n else ""
 
 
-def log_mixture_fit(cfg, result, x, summary, curve_key="log_likelihood") -> None:
-    """Curve, scalars, parameters and plots of a mixture fit into the active run."""
+def unit(method: str) -> str:
+    """What one tick of ``method``'s curve is: EM's iterations, an optimiser's steps."""
+    return "iteration" if method == "em" else "step"
+
+
+def log_mixture_fit(cfg, result, x, summary, method: str, data_name: str) -> None:
+    """Curve, scalars, parameters and plots of one fit into the active run."""
     n_iter = int(result.n_iter)
-    tracking.log_curve(curve_key, np.asarray(result.curve[: n_iter + 1]))
+    tracking.log_curve("log_likelihood", np.asarray(result.curve[: n_iter + 1]))
     tracking.log_scalars(summary)
-    tracking.set_tags({"degenerate": "false", "numerical_warnings": numerical_warnings(summary)
-                       or "none"})
+    tracking.set_tags({"degenerate": "false", "stop_reason": result.stop_reason,
+                       "numerical_warnings": numerical_warnings(summary) or "none"})
     tracking.log_params_artifact(result.params)
     if not cfg.tracking.log_plots:
         return
     from mogjax.plotting import plot_clusters, plot_curves
 
-    tracking.log_figure(plot_curves({curve_key: result.curve}), "curve.png")
+    title = (f"{method} on {data_name}, k={cfg.model.k}: final mean log-likelihood "
+             f"{summary['final_log_likelihood']:.6f} after {n_iter} {unit(method)}s")
+    tracking.log_figure(plot_curves({method: result.curve}, units={method: unit(method)},
+                                    title=title, subtitle=configs.stop_rule(cfg.stop)),
+                        "curve.png")
     if x.shape[1] == 2:
         labels = np.asarray(mg.predict(result.params, x))
-        tracking.log_figure(plot_clusters(x, labels, params=result.params), "clusters.png")
+        xlabel, ylabel = column_names(cfg, data_name, 2)
+        fig = plot_clusters(x, labels, params=result.params, xlabel=xlabel, ylabel=ylabel,
+                            title=f"{method} on {data_name}, k={cfg.model.k}: final mean "
+                                  f"log-likelihood {summary['final_log_likelihood']:.4f}")
+        tracking.log_figure(fig, "clusters.png")
 
 
 def log_degenerate_fit(err: mg.DegenerateCovarianceError, curve_key="log_likelihood") -> None:
@@ -169,40 +170,41 @@ def log_degenerate_fit(err: mg.DegenerateCovarianceError, curve_key="log_likelih
     tracking.log_params_artifact(partial.params)
 
 
+def mean_shift_bandwidth(cfg, x) -> float:
+    """``algorithm.bandwidth``, or when null the estimate: scikit-learn's flat radius
+    (``estimate_bandwidth`` at ``algorithm.quantile``) divided by ``sqrt(d + 2)``, the
+    Gaussian sigma of the same spread."""
+    alg = cfg.algorithm
+    if alg.bandwidth is not None:
+        return float(alg.bandwidth)
+    return float(mg.estimate_bandwidth(x, alg.quantile) / np.sqrt(x.shape[1] + 2))
+
+
 def fit_mean_shift(cfg, x):
-    """``mean_shift_fit`` in a worker thread (see ``fit_mixture``)."""
+    """Gaussian mean shift, compiled then timed warm, in a worker thread (see
+    ``fit_mixture``). Returns ``(result, summary)``."""
     return interruptible(_fit_mean_shift, cfg, x)
 
 
 def _fit_mean_shift(cfg, x):
-    """Gaussian mean shift with the configured (or estimated) bandwidth, timed.
-
-    Returns ``(result, summary)``. An estimated bandwidth is scikit-learn's flat
-    radius divided by ``sqrt(d + 2)``: the Gaussian sigma of the same spread.
-    """
-    alg = cfg.algorithm
-    bandwidth = alg.bandwidth
-    if bandwidth is None:
-        bandwidth = mg.estimate_bandwidth(x, alg.quantile) / np.sqrt(x.shape[1] + 2)
-    with stopwatch() as timing:
-        result = mg.mean_shift(x, bandwidth, max_iter=alg.max_iter, tol=alg.tol,
-                               bin_seeding=alg.bin_seeding, cluster_all=alg.cluster_all)
-        jax.block_until_ready(result.centers)
-    fit_seconds = max(timing["seconds"] - timing["compile_seconds"], 0.0)
+    alg, bandwidth = cfg.algorithm, mean_shift_bandwidth(cfg, x)
+    result, timing = timed(lambda: mg.mean_shift(
+        x, bandwidth, max_iter=alg.max_iter, tol=alg.tol, bin_seeding=alg.bin_seeding,
+        cluster_all=alg.cluster_all))
     n_iter = int(result.n_iter)
     summary = {
         "n_clusters": int(result.centers.shape[0]),
         "n_iter": n_iter,
         "converged": float(bool(result.converged)),
-        "bandwidth": float(bandwidth),
-        "fit_seconds": fit_seconds,
+        "bandwidth": bandwidth,
+        "fit_seconds": timing["fit_seconds"],
         "compile_seconds": timing["compile_seconds"],
-        "seconds_per_iteration": fit_seconds / max(n_iter, 1),
+        "seconds_per_iteration": per_iteration(timing, n_iter),
     }
     return result, summary
 
 
-def log_mean_shift_fit(cfg, result, x, summary) -> None:
+def log_mean_shift_fit(cfg, result, x, summary, data_name: str) -> None:
     """Largest shift per iteration, scalars, modes and a plot into the active run."""
     tracking.log_curve("max_shift", np.asarray(result.curve[1 : int(result.n_iter) + 1]))
     tracking.log_scalars(summary)
@@ -210,11 +212,15 @@ def log_mean_shift_fit(cfg, result, x, summary) -> None:
     if x.shape[1] == 2 and cfg.tracking.log_plots:
         from mogjax.plotting import plot_clusters
 
-        fig = plot_clusters(x, np.asarray(result.labels), modes=result.centers)
+        xlabel, ylabel = column_names(cfg, data_name, 2)
+        title = (f"mean shift on {data_name}, bandwidth {summary['bandwidth']:.4g}: "
+                 f"{summary['n_clusters']} clusters")
+        fig = plot_clusters(x, np.asarray(result.labels), modes=result.centers, title=title,
+                            xlabel=xlabel, ylabel=ylabel)
         tracking.log_figure(fig, "clusters.png")
 
 
-def _in_multirun() -> bool:
+def in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -237,7 +243,7 @@ def one_line_errors(main):
             with signals_raise():  # SIGTERM outside a run (loading, a batched fit) too
                 return main(cfg)
         except (ValueError, tracking.TrackingUnavailable) as err:
-            if _in_multirun():
+            if in_multirun():
                 raise
             print(" ".join(["error:", str(err), *getattr(err, "__notes__", [])]), file=sys.stderr)
             sys.exit(1)

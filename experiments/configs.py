@@ -6,12 +6,14 @@ Hydra's message before any data is loaded; names checked by the library (init
 method, optimiser) are checked by ``validate`` before any data is loaded either.
 """
 
+import copy
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf, open_dict
 
 from mogjax.init import canonical_init
 
@@ -55,17 +57,26 @@ class ModelConfig:
 
 
 @dataclass
+class StopConfig:
+    """One stopping rule for EM and every optimiser (``mogjax.results``): stop when
+    ``patience`` consecutive iterations or steps each gained less than ``tol`` in mean
+    log-likelihood, or after ``max_iter`` of them; ``tol: 0`` runs exactly
+    ``max_iter``; ``seconds`` gives every method the same warm compute time instead."""
+
+    tol: float = 1e-6
+    patience: int = 1
+    max_iter: int = 1000  # iterations (EM) or steps (gradient ascent)
+    seconds: Optional[float] = None  # a budget of warm seconds (then tol is not used)
+
+
+@dataclass
 class EMConfig:
     name: str = "em"
-    max_iter: int = 100
-    tol: float = 1e-3
 
 
 @dataclass
 class GradientConfig:
     name: str = "gradient"
-    steps: int = 500
-    tol: Optional[float] = None
     batch_size: Optional[int] = None
 
 
@@ -111,7 +122,9 @@ class Config:
     seed: int = 0
     n_seeds: int = 1  # > 1 (EM): seeds seed..seed+n_seeds-1 in one compiled program
     progress_every: int = 0  # 0: quiet; N: report every N iterations
+    stop: StopConfig = field(default_factory=StopConfig)
     compare: list[str] = field(default_factory=lambda: ["em", "adam"])
+    target_gap: float = 1e-3  # compare: "reached" = within this of the best final value
     tags: list[str] = field(default_factory=list)
 
 
@@ -139,11 +152,101 @@ def validate(cfg) -> None:
         raise ValueError(f"optimizer.name {cfg.optimizer.name!r} is not one of {OPTIMIZERS}")
     if cfg.data.name == DataName.file and not cfg.data.path:
         raise ValueError("data=file needs data.path=PATH (a .csv or .npy file)")
+    stop = cfg.stop
+    if stop.tol < 0 or stop.patience < 1 or stop.max_iter < 1:
+        raise ValueError(f"stop needs tol >= 0, patience >= 1 and max_iter >= 1; got "
+                         f"tol={stop.tol}, patience={stop.patience}, max_iter={stop.max_iter}")
+    if stop.seconds is not None and stop.seconds <= 0:
+        raise ValueError(f"stop.seconds must be > 0 (or null), got {stop.seconds}")
     if cfg.n_seeds < 1:
         raise ValueError(f"n_seeds must be >= 1, got {cfg.n_seeds}")
     if cfg.n_seeds > 1 and cfg.algorithm.name != "em":
         raise ValueError(f"n_seeds={cfg.n_seeds} batches EM fits; algorithm "
                          f"{cfg.algorithm.name!r} runs one seed per job (use -m seed=...)")
+    if cfg.n_seeds > 1 and (stop.patience != 1 or stop.seconds is not None):
+        raise ValueError(f"n_seeds={cfg.n_seeds} runs mogjax.fit_em_seeds, which stops by "
+                         "tol with patience 1 only: set stop.patience=1 and stop.seconds=null")
     for method in cfg.compare:
         if method not in ("em",) + OPTIMIZERS:
             raise ValueError(f"compare entry {method!r} is not 'em' or an optimizer {OPTIMIZERS}")
+
+
+def validate_compare(cfg) -> None:
+    """``validate``, and what a comparison from one shared start needs."""
+    validate(cfg)
+    if cfg.model.n_init != 1 or cfg.model.equal_weights:
+        raise ValueError("compare starts every method from one shared start of the same "
+                         "model: it needs model.n_init=1 and model.equal_weights=false")
+
+
+# ------------------------------------------------- what one run is configured with
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+# The data settings each data set uses (the others are another data set's defaults).
+DATA_FIELDS = {"faithful": (), "iris": (), "file": ("path", "columns"),
+               "synthetic": ("n_samples", "n_components", "n_features", "separation", "seed")}
+# What each kind of run leaves out of its params: settings it does not read.
+UNUSED = {"compare": ("algorithm", "optimizer", "n_seeds"),
+          "em": ("optimizer", "compare", "target_gap"),
+          "gradient": ("compare", "target_gap", "n_seeds"),
+          "meanshift": ("model", "optimizer", "stop", "compare", "target_gap", "n_seeds")}
+
+
+def optimizer_config(cfg, name: str):
+    """The settings of optimiser ``name``: the ``optimizer`` group's when it is the one
+    selected (command-line overrides included), else its preset ``conf/optimizer/<name>.yaml``."""
+    if cfg.optimizer.name == name:
+        return cfg.optimizer
+    preset = OmegaConf.load(CONF / "optimizer" / f"{name}.yaml")
+    preset.pop("defaults", None)
+    return OmegaConf.merge(OmegaConf.structured(OptimizerConfig), preset)
+
+
+def method_config(cfg, method: str):
+    """The config of one method of a comparison, as a run of its own would have it:
+    ``algorithm`` and ``optimizer`` are the method's, ``compare`` is ``[method]``."""
+    out = copy.deepcopy(cfg)
+    with open_dict(out):
+        out.compare = [method]
+        if method == "em":
+            out.algorithm = OmegaConf.structured(EMConfig)
+        else:
+            if cfg.algorithm.name != "gradient":
+                out.algorithm = OmegaConf.structured(GradientConfig)
+            out.optimizer = optimizer_config(cfg, method)
+    return out
+
+
+def kind_of(cfg, method: str) -> str:
+    """"compare", "em", "gradient" or "meanshift"."""
+    return method if method in ("compare", "em", "meanshift") else "gradient"
+
+
+def stop_rule(stop) -> str:
+    """The stopping rule in words (every run logs it; charts and descriptions state it)."""
+    budget = f"at most {stop.max_iter} iterations (EM) or steps (gradient)"
+    if stop.seconds is not None:
+        return (f"every method runs for {stop.seconds:g} s of warm compute (its iterations or "
+                f"steps in that time, {budget})")
+    if stop.tol == 0:
+        return f"every method runs exactly {stop.max_iter} iterations (EM) or steps (gradient)"
+    gains = "a gain" if stop.patience == 1 else f"{stop.patience} consecutive gains"
+    return (f"every method stops after {gains} in mean log-likelihood below {stop.tol:g} "
+            f"nats per sample, or after {budget}")
+
+
+def run_params(cfg, method: str) -> dict:
+    """The settings a run of ``method`` ("compare", "em", an optimiser, "meanshift")
+    actually uses, resolved, as a nested dict: the data set's own settings only, no
+    group the run does not read; plus ``method`` and, for fits, ``stop_rule``."""
+    out = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    kind = kind_of(cfg, method)
+    for key in UNUSED[kind]:
+        out.pop(key, None)
+    data = out["data"]
+    keep = ("name", "standardize", *DATA_FIELDS[data["name"]])
+    out["data"] = {key: data[key] for key in keep}
+    out["method"] = method
+    if kind != "meanshift":
+        out["stop_rule"] = stop_rule(cfg.stop)
+    return out

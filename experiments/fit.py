@@ -32,16 +32,28 @@ def compute(cfg, x) -> tuple:
     return result, common.mixture_summary(result, x, timing)
 
 
+def run_name(cfg, data_name: str) -> str:
+    """``<method>-<data>-k<k>-seed<seed>``; mean shift, which has no k, by bandwidth."""
+    if cfg.tracking.run_name:
+        return cfg.tracking.run_name
+    if cfg.algorithm.name == "meanshift":
+        return f"meanshift-{data_name}-bw{cfg.algorithm.bandwidth:.3g}"
+    return f"{method_of(cfg)}-{data_name}-k{cfg.model.k}-seed{cfg.seed}"
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Load data, fit, log; returns the summary metrics (tests call this directly).
 
     Everything that can be checked is checked before any compute: the config, the
-    tracking store (reachable) and the data file.
+    tracking store (reachable) and the data file. Mean shift's estimated bandwidth is
+    resolved into the config first, so the run logs (and a re-run uses) its value.
     """
     configs.validate(cfg)
     if cfg.tracking.enabled:
         tracking.check_reachable(tracking.tracking_uri(cfg))
     x, data_name = common.load_data(cfg.data)
+    if cfg.algorithm.name == "meanshift":
+        cfg = OmegaConf.merge(cfg, {"algorithm": {"bandwidth": common.mean_shift_bandwidth(cfg, x)}})
     if cfg.n_seeds > 1:
         return run_seeds(cfg, x, data_name)
     if not cfg.tracking.enabled:
@@ -49,18 +61,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
     algorithm, method = cfg.algorithm.name, method_of(cfg)
     tags = {"data": data_name, "data_hash": provenance.data_hash(x), "algorithm": algorithm,
             "method": method, "seed": str(cfg.seed)}
-    name = cfg.tracking.run_name or f"{algorithm}-{data_name}-k{cfg.model.k}-seed{cfg.seed}"
-    with tracking.start_run(cfg, name, tags) as run:
-        tracking.log_config(cfg)
+    with tracking.start_run(cfg, run_name(cfg, data_name), tags) as run:
+        tracking.log_config(cfg, configs.run_params(cfg, method))
         try:
             result, summary = compute(cfg, x)
         except mg.DegenerateCovarianceError as err:
             common.log_degenerate_fit(err)
             raise
         if algorithm == "meanshift":
-            common.log_mean_shift_fit(cfg, result, x, summary)
+            common.log_mean_shift_fit(cfg, result, x, summary, data_name)
         else:
-            common.log_mixture_fit(cfg, result, x, summary)
+            common.log_mixture_fit(cfg, result, x, summary, method, data_name)
         summary["run_id"] = run.info.run_id
     return summary
 
@@ -72,6 +83,7 @@ def run_seeds(cfg: DictConfig, x, data_name: str) -> dict:
     run, and the job raises after logging every seed."""
     seeds = list(range(cfg.seed, cfg.seed + cfg.n_seeds))
     result, timing = common.fit_mixture_seeds(cfg, x, seeds)
+    # One program fits every seed: each seed's run gets its share of the warm time.
     share = {"fit_seconds": timing["fit_seconds"] / len(seeds),
              "compile_seconds": timing["compile_seconds"] / len(seeds)}
     fits = [jax.tree.map(lambda a, i=i: a[i], result) for i in range(len(seeds))]
@@ -93,7 +105,7 @@ def log_seeds(cfg, x, data_name, seeds, fits, summaries, timing) -> str:
             "method": "em", "sweep_id": sweep_id, "batched": "true"}
     name = cfg.tracking.run_name or f"seeds-{data_name}-k{cfg.model.k}-{seeds[0]}..{seeds[-1]}"
     with tracking.start_run(cfg, name, {**tags, "sweep_parent": "true"}) as parent:
-        tracking.log_config(cfg)
+        tracking.log_config(cfg, configs.run_params(cfg, "em"))
         tracking.log_scalars({"batch_fit_seconds": timing["fit_seconds"],
                               "batch_compile_seconds": timing["compile_seconds"],
                               "n_seeds": len(seeds)})
@@ -103,12 +115,12 @@ def log_seeds(cfg, x, data_name, seeds, fits, summaries, timing) -> str:
             try:
                 with tracking.start_run(seed_cfg, run_name, {**tags, "seed": str(seed)},
                                         parent_run_id=parent.info.run_id):
-                    tracking.log_config(seed_cfg)
+                    tracking.log_config(seed_cfg, configs.run_params(seed_cfg, "em"))
                     if bool(fit.degenerate):
-                        err = mg.DegenerateCovarianceError(mg.em.FAILURE_ADVICE.format(extra=""), fit)
+                        err = mg.DegenerateCovarianceError(mg.results.FAILURE_ADVICE.format(extra=""), fit)
                         common.log_degenerate_fit(err)
                         raise err
-                    common.log_mixture_fit(seed_cfg, fit, x, summary)
+                    common.log_mixture_fit(seed_cfg, fit, x, summary, "em", data_name)
             except mg.DegenerateCovarianceError:
                 pass  # recorded as a FAILED run; run_seeds raises once all are logged
         finals = [s["final_log_likelihood"] for s in summaries]  # step: seed - first seed

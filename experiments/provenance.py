@@ -55,8 +55,8 @@ def data_hash(x) -> str:
     return hashlib.sha256(str(arr.shape).encode() + arr.tobytes()).hexdigest()[:16]
 
 
-def flatten(cfg: DictConfig) -> dict[str, str]:
-    """The resolved config as ``{"model.k": "2", ...}``."""
+def flatten(cfg: DictConfig | dict) -> dict[str, str]:
+    """The resolved config (or a nested dict) as ``{"model.k": "2", ...}``."""
     out = {}
 
     def walk(node, prefix):
@@ -66,5 +66,7 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
         else:
             out[prefix[:-1]] = str(node)
 
-    walk(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "")
+    if not isinstance(cfg, dict):
+        cfg = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    walk(cfg, "")
     return out

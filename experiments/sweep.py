@@ -1,7 +1,11 @@
 """A Hydra multirun is one sweep: one MLflow parent run, every job its child.
 
 Registered in ``conf/config.yaml`` (``hydra.callbacks``); works with the basic,
-joblib, Ray and Submitit launchers.
+joblib, Ray and Submitit launchers. The parent carries the sweep's overrides as
+params (``seed: 0,1,2``), the preset's tags (``study``), a description, and at the
+end a summary: a metric against a swept value (``tracking.summary_param``), and for
+a sweep of comparisons the study summary (``experiments.study``). The sweep prints
+its id, the parent run and where to see it in the UI.
 """
 
 import atexit
@@ -11,9 +15,11 @@ import uuid
 
 import mlflow
 from hydra.experimental.callback import Callback
+from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from experiments import study, ui_layout
 from experiments.interrupt import EXIT_HOOKS
 from experiments.provenance import git_info
 from experiments.tracking import PARENT_ENV, SWEEP_ENV, experiment_id, log_figure, tracking_uri
@@ -27,7 +33,8 @@ class SweepCallback(Callback):
     ``on_multirun_start`` opens the parent and hands its id and the sweep id to the
     jobs through environment variables (inherited by joblib/Ray workers); each job's
     run is its child. ``on_multirun_end`` logs the summary plot (e.g. BIC against
-    k) to the parent when ``tracking.summary_param`` is set, and closes it. A sweep
+    k) to the parent when ``tracking.summary_param`` is set, the study summary when
+    the jobs are comparisons (``experiments.study``), and closes it. A sweep
     that stops early (a failed job, Ctrl-C) never reaches ``on_multirun_end``: the
     parent is then closed at exit as ``FAILED``, with the summary of the jobs that
     finished.
@@ -42,14 +49,21 @@ class SweepCallback(Callback):
             return
         exp_id = experiment_id(config)
         sweep_id = uuid.uuid4().hex[:12]
-        run = MlflowClient().create_run(
-            exp_id, run_name=f"sweep-{sweep_id}",
-            tags={"sweep_id": sweep_id, "sweep_parent": "true", **git_info()},
-        )
+        task, overrides = config.hydra.job.name, sweep_overrides(config)
+        self.description = describe_sweep(task, overrides)
+        tags = {"sweep_id": sweep_id, "sweep_parent": "true", "sweep_task": task,
+                "mlflow.note.content": self.description, **git_info()}
+        if config.tags:
+            tags["study"] = ",".join(config.tags)
+        client = MlflowClient()
+        run = client.create_run(exp_id, run_name=f"{task}-sweep-{sweep_id}", tags=tags)
+        client.log_batch(run.info.run_id,
+                         params=[Param(k, v[:6000]) for k, v in overrides.items()])
         os.environ[PARENT_ENV] = run.info.run_id
         os.environ[SWEEP_ENV] = sweep_id
         self.sweep_env = {PARENT_ENV: run.info.run_id, SWEEP_ENV: sweep_id,
                           "MLFLOW_TRACKING_URI": tracking_uri(config)}
+        print(f"Sweep {sweep_id}: MLflow parent run {run.info.run_id}")
         atexit.register(self._close, config, "FAILED")
         EXIT_HOOKS.append(lambda: self._close(config, "KILLED"))
 
@@ -72,23 +86,53 @@ class SweepCallback(Callback):
         EXIT_HOOKS.clear()
         self._close(config, "FINISHED")
 
-    @staticmethod
-    def _close(config: DictConfig, status: str) -> None:
+    def _close(self, config: DictConfig, status: str) -> None:
         parent = os.environ.pop(PARENT_ENV, None)
-        os.environ.pop(SWEEP_ENV, None)
+        sweep_id = os.environ.pop(SWEEP_ENV, None)
         if not parent:
             return
         try:
             if config.tracking.summary_param:
                 _log_summary_plot(config, parent)
+            if study.log_study(config, parent, sweep_id, self.description):
+                print("Study summary: study_summary.json, study_summary.csv and "
+                      "study_curves.png on the parent run")
         except Exception as err:  # a summary must not leave the parent RUNNING
-            log.warning("no summary plot for sweep %s: %s", parent, err)
+            log.warning("no summary for sweep %s: %s", parent, err)
         finally:
             MlflowClient().set_terminated(parent, status)
+            print_sweep(config, parent, sweep_id, status)
+
+
+def sweep_overrides(config: DictConfig) -> dict[str, str]:
+    """What the sweep sets: the command line's overrides and the preset's
+    ``hydra.sweeper.params`` (the command line wins), as ``{key: value}``."""
+    params = config.hydra.sweeper.get("params")
+    out = {str(k): str(v) for k, v in (OmegaConf.to_container(params) if params else {}).items()}
+    for item in config.hydra.overrides.task:
+        key, _, value = item.partition("=")
+        out[key.lstrip("+~")] = value
+    return out
+
+
+def describe_sweep(task: str, overrides: dict) -> str:
+    swept = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "the config's defaults"
+    return (f"A sweep of `{task}.py` over {swept}. Every job is a child run of this one "
+            "(the runs table folds them under it); they all carry this sweep's `sweep_id`.")
+
+
+def print_sweep(config: DictConfig, parent: str, sweep_id: str, status: str) -> None:
+    """The sweep's id, its parent run, the UI command (local store) and the run's page."""
+    uri = tracking_uri(config)
+    base = ui_layout.print_ui_command(uri, parent)
+    exp_id = MlflowClient().get_run(parent).info.experiment_id
+    print(f"Sweep {sweep_id} {status}: MLflow parent run {parent}\n"
+          f"Parent run in the UI: {ui_layout.run_page(base, exp_id, parent, 'artifacts')}")
 
 
 def _log_summary_plot(config: DictConfig, parent: str) -> None:
-    """``summary_metric`` against ``summary_param`` over the finished children."""
+    """``summary_metric`` against ``summary_param`` over the finished children, the
+    best value marked (lowest BIC or AIC, highest log-likelihood)."""
     param, metric = config.tracking.summary_param, config.tracking.summary_metric
     children = mlflow.search_runs(
         [experiment_id(config)], filter_string=f"tags.mlflow.parentRunId = '{parent}'",
@@ -98,7 +142,10 @@ def _log_summary_plot(config: DictConfig, parent: str) -> None:
         from mogjax.plotting import plot_metric_against
 
         done = children[children[mcol].notna()]
+        xs = done[pcol].astype(float).to_numpy()
+        best = "min" if metric in ("bic", "aic") else "max" if "log_likelihood" in metric else None
         fig = plot_metric_against(
-            done[pcol].astype(float).to_numpy(), done[mcol].astype(float).to_numpy(),
-            xlabel=param, ylabel=metric, title=f"{metric} against {param}")
+            xs, done[mcol].astype(float).to_numpy(), xlabel=param, ylabel=metric,
+            title=f"{metric} against {param} ({len(done)} runs)",
+            integer_x=bool(len(xs)) and bool((xs == xs.round()).all()), best=best)
         log_figure(fig, f"{metric}_vs_{param}.png", parent)

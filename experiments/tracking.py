@@ -313,12 +313,13 @@ def log_dict(obj, name: str, run_id: str | None = None) -> None:
     log_text(json.dumps(obj, indent=2), name, run_id)
 
 
-def log_config(cfg) -> None:
-    """The resolved config as params (one batch) and as ``config.yaml``, the package
-    versions as ``environment.json``; Hydra's ``.hydra`` folder too when running
-    under ``@hydra.main``."""
+def log_config(cfg, params: dict | None = None) -> None:
+    """``params`` (a nested dict; default: the resolved config) as params in one batch,
+    the whole resolved config as ``config.yaml``, the package versions as
+    ``environment.json``; Hydra's ``.hydra`` folder too when running under
+    ``@hydra.main``."""
     run_id = active_run_id()
-    flat = {k: v[:6000] for k, v in flatten(cfg).items()}
+    flat = {k: v[:6000] for k, v in flatten(cfg if params is None else params).items()}
     if (record := _record(run_id)) is not None:
         record.update(params=flat)
     params = [Param(k, v) for k, v in flat.items()]

@@ -94,3 +94,34 @@ def run_description(title: str, charts: dict[str, str]) -> str:
     lines = [title, ""]
     lines += [f"- [{label}]({fragment})" for label, fragment in charts.items()]
     return "\n".join(lines)
+
+
+def ui_base(tracking_uri: str) -> str:
+    """The UI's root for a store: a server's own address, else ``mlflow ui``'s default
+    ``http://127.0.0.1:5000`` (the command ``ui_command`` prints)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return "http://127.0.0.1:5000"
+
+
+def ui_command(tracking_uri: str) -> str | None:
+    """The command that serves the UI on a local store (None for a server)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return None
+    return (f".venv/bin/mlflow ui --backend-store-uri {tracking_uri} "
+            "--host 127.0.0.1 --port 5000")
+
+
+def print_ui_command(tracking_uri: str, run_id: str) -> str:
+    """Print the run id, the store and (local store) the command that opens the UI;
+    return the UI's root."""
+    print(f"\nMLflow run: {run_id}  (store: {tracking_uri})")
+    if command := ui_command(tracking_uri):
+        print(f"Open the UI:  {command}")
+    return ui_base(tracking_uri)
+
+
+def run_page(base: str, experiment_id: str, run_id: str, tab: str = "model-metrics") -> str:
+    """The address of a run's page in the UI's classic (machine learning) view."""
+    return (f"{base}/#/experiments/{experiment_id}/runs/{run_id}/{tab}"
+            f"?workflowType={WORKFLOW}")

@@ -1,6 +1,17 @@
-"""Plots of fits (matplotlib, imported on demand; the Agg backend, no screen needed)."""
+"""Plots of fits (matplotlib, imported on demand; the Agg backend, no screen needed).
+
+Colours mean one thing per figure: in ``plot_clusters`` component ``j`` has colour
+``j`` for its points, ellipses and centre; in the curve plots each method keeps its
+colour in every panel. Axes where one curve has 10 times the points of another are
+drawn on a symmetric-log x axis, so EM's few iterations are not squeezed into a
+corner of an optimiser's hundreds of steps.
+"""
 
 import numpy as np
+
+from mogjax.align import full_covariances
+
+LOG_X_RATIO = 10  # a log x axis when the longest curve is this many times the shortest
 
 
 def _pyplot():
@@ -12,33 +23,84 @@ def _pyplot():
     return plt
 
 
-def plot_curves(curves: dict, *, seconds: dict | None = None, title: str = ""):
-    """Mean log-likelihood curves, against iteration (and seconds when given).
+def _colors(n: int) -> list:
+    return [_pyplot().get_cmap("tab10")(i % 10) for i in range(n)]
+
+
+def _finite(curve) -> np.ndarray:
+    curve = np.asarray(curve, dtype=float)
+    return curve[np.isfinite(curve)]
+
+
+def _maybe_log_x(ax, lengths, smallest_step: float) -> None:
+    """A symmetric-log x axis (linear below ``smallest_step``) when ``lengths`` differ
+    by ``LOG_X_RATIO`` or more."""
+    lengths = [v for v in lengths if v > 0]
+    if lengths and max(lengths) >= LOG_X_RATIO * min(lengths):
+        ax.set_xscale("symlog", linthresh=smallest_step)
+        ax.set_xlim(left=0)
+
+
+def _titles(fig, title: str, subtitle: str) -> None:
+    """Title and subtitle, wrapped to the figure's width."""
+    import textwrap
+
+    width = int(15 * fig.get_figwidth())
+    text = "\n".join(textwrap.fill(t, width) for t in (title, subtitle) if t)
+    fig.suptitle(text, fontsize=10)
+
+
+def _unit_label(units: dict) -> str:
+    kinds = sorted(set(units.values()))
+    if len(kinds) == 1:
+        return kinds[0]
+    return " / ".join(f"{u} ({', '.join(n for n, v in units.items() if v == u)})" for u in kinds)
+
+
+def plot_curves(curves: dict, *, seconds: dict | None = None, units: dict | None = None,
+                title: str = "", subtitle: str = "", target: float | None = None):
+    """Mean log-likelihood curves against iterations (and warm milliseconds).
 
     Args:
-      curves: name -> 1-D array of mean log-likelihood per iteration (NaN-padded ok).
-      seconds: name -> seconds per iteration, for a second panel against time.
+      curves: name -> 1-D array of mean log-likelihood, entry ``t`` after ``t``
+        iterations or steps (NaN-padded ok).
+      seconds: name -> warm seconds per iteration, for a second panel against time.
+      units: name -> what one entry is (``"iteration"``, ``"step"``); default iteration.
+      title, subtitle: the figure's title and a second line (e.g. the stopping rule).
+      target: a value drawn as a dashed line (e.g. the target of time-to-target).
 
     Returns:
       A matplotlib ``Figure``.
     """
     plt = _pyplot()
+    units = {name: (units or {}).get(name, "iteration") for name in curves}
     ncols = 2 if seconds else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4), squeeze=False)
-    for name, curve in curves.items():
-        curve = np.asarray(curve, dtype=float)
-        curve = curve[np.isfinite(curve)]
-        axes[0, 0].plot(np.arange(len(curve)), curve, label=name)
+    fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 4.5), squeeze=False)
+    axes = axes[0]
+    lengths, times = [], []
+    for (name, curve), color in zip(curves.items(), _colors(len(curves))):
+        curve = _finite(curve)
+        steps = np.arange(len(curve))
+        lengths.append(len(curve) - 1)
+        label = f"{name}: {len(curve) - 1} {units[name]}s, final {curve[-1]:.6f}"
+        axes[0].plot(steps, curve, color=color, label=label, marker="." if len(curve) < 40 else None)
         if seconds:
-            axes[0, 1].plot(np.arange(len(curve)) * seconds[name], curve, label=name)
-    axes[0, 0].set_xlabel("iteration")
+            ms = steps * seconds[name] * 1e3
+            times.append((ms[-1], ms[1] if len(ms) > 1 else ms[-1]))
+            axes[1].plot(ms, curve, color=color, label=name,
+                         marker="." if len(curve) < 40 else None)
+    axes[0].set_xlabel(_unit_label(units))
+    _maybe_log_x(axes[0], lengths, 1.0)
     if seconds:
-        axes[0, 1].set_xlabel("seconds")
-    for ax in axes[0]:
-        ax.set_ylabel("mean log-likelihood")
+        axes[1].set_xlabel("warm milliseconds (iteration t at t x warm total / iterations)")
+        _maybe_log_x(axes[1], [t for t, _ in times], min(s for _, s in times) or 1e-3)
+    for ax in axes:
+        if target is not None:
+            ax.axhline(target, color="0.4", ls="--", lw=1, label="target")
+        ax.set_ylabel("mean log-likelihood (nats per sample)")
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
+        ax.legend(fontsize=8)
+    _titles(fig, title, subtitle)
     fig.tight_layout()
     return fig
 
@@ -48,58 +110,140 @@ def _ellipse(ax, mean, cov, color):
 
     vals, vecs = np.linalg.eigh(cov)
     angle = np.degrees(np.arctan2(vecs[1, -1], vecs[0, -1]))
-    for n_std in (1.0, 2.0):
+    for n_std, ls in ((1.0, "-"), (2.0, "--")):
         width, height = 2 * n_std * np.sqrt(np.maximum(vals[::-1], 0))
-        ax.add_patch(Ellipse(mean, width, height, angle=angle, fill=False, color=color, lw=1.5))
+        ax.add_patch(Ellipse(mean, width, height, angle=angle, fill=False, color=color, lw=1.5,
+                             ls=ls))
 
 
-def _full_covariances(params) -> np.ndarray:
-    k, d = params.n_components, params.n_features
-    cov = np.asarray(params.covariances)
-    kind = params.covariance_type
-    if kind == "full":
-        return cov
-    if kind == "tied":
-        return np.broadcast_to(cov, (k, d, d))
-    if kind == "diag":
-        return np.stack([np.diag(c) for c in cov])
-    return cov[:, None, None] * np.eye(d)
-
-
-def plot_clusters(x, labels, *, params=None, modes=None, title: str = ""):
-    """2-D points coloured by assignment, with component ellipses (1 and 2 sigma)
-    for a mixture or crosses at mean-shift modes.
+def plot_clusters(x, labels, *, params=None, modes=None, title: str = "",
+                  xlabel: str = "x1", ylabel: str = "x2"):
+    """2-D points coloured by assignment, with each component's 1 and 2 sigma
+    ellipses and centre (a mixture's ``params``) or each cluster's mode (mean
+    shift's ``modes``), all of component ``j`` in colour ``j``.
 
     Returns:
       A matplotlib ``Figure``.
     """
     plt = _pyplot()
-    x = np.asarray(x)
-    fig, ax = plt.subplots(figsize=(6, 5))
-    ax.scatter(x[:, 0], x[:, 1], c=np.asarray(labels), cmap="tab10", s=8, alpha=0.7)
-    colors = plt.get_cmap("tab10")
-    if params is not None:
-        covs = _full_covariances(params)
-        for j, mean in enumerate(np.asarray(params.means)):
-            _ellipse(ax, mean[:2], covs[j][:2, :2], colors(j % 10))
-            ax.plot(*mean[:2], "k+", ms=12)
-    if modes is not None:
-        modes = np.asarray(modes)
-        ax.plot(modes[:, 0], modes[:, 1], "kx", ms=12, mew=2)
-    ax.set_title(title)
+    x, labels = np.asarray(x), np.asarray(labels)
+    centres = np.asarray(params.means if params is not None else modes)
+    colors = _colors(len(centres))
+    fig, ax = plt.subplots(figsize=(6.5, 5.2))
+    ax.scatter(x[:, 0], x[:, 1], c=[colors[j] for j in labels], s=9, alpha=0.6, lw=0)
+    weights = np.asarray(params.weights) if params is not None else None
+    covs = full_covariances(params) if params is not None else None
+    for j, centre in enumerate(centres):
+        if covs is not None:
+            _ellipse(ax, centre[:2], covs[j][:2, :2], colors[j])
+        label = (f"component {j + 1} (weight {weights[j]:.2f})" if weights is not None
+                 else f"mode {j + 1} ({int(np.sum(labels == j))} points)")
+        ax.plot(*centre[:2], marker="X", ms=12, color=colors[j], mec="black", ls="", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
 
 
-def plot_metric_against(xs, ys, *, xlabel: str, ylabel: str, title: str = ""):
-    """One metric against a swept value (e.g. BIC against k)."""
+def plot_metric_against(xs, ys, *, xlabel: str, ylabel: str, title: str = "",
+                        integer_x: bool = False, best: str | None = None):
+    """One metric against a swept value (e.g. BIC against k); several runs per value
+    are points, the line joins the best per value.
+
+    Args:
+      integer_x: ticks at the swept values only (e.g. integer k).
+      best: ``"min"`` or ``"max"``: mark and name the value of the best run.
+    """
     plt = _pyplot()
-    order = np.argsort(xs)
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(np.asarray(xs)[order], np.asarray(ys)[order], "o-")
+    xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    pick = np.min if best != "max" else np.max
+    values = np.unique(xs)
+    line = np.array([pick(ys[xs == v]) for v in values])
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    ax.plot(xs, ys, "o", color="C0", alpha=0.4, label="runs")
+    ax.plot(values, line, "-", color="C0")
+    if best:
+        i = int(np.argmin(line) if best == "min" else np.argmax(line))
+        shown = f"{values[i]:g}"
+        ax.plot(values[i], line[i], "o", ms=14, mfc="none", mec="C3", mew=2,
+                label=f"chosen {xlabel} = {shown} ({best} {ylabel})")
+    if integer_x:
+        ax.set_xticks(values)
+        ax.set_xticklabels([f"{v:g}" for v in values])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _held(curves) -> np.ndarray:
+    """Curves of different lengths as one (runs, T) array, each held at its last value
+    after it ends (a fit that stopped keeps its value)."""
+    curves = [_finite(c) for c in curves]
+    length = max(len(c) for c in curves)
+    return np.stack([np.concatenate([c, np.full(length - len(c), c[-1])]) for c in curves])
+
+
+def _on_time_grid(curves, seconds, grid) -> np.ndarray:
+    """Each curve's value at the times in ``grid`` (iteration t lasts from t x seconds)."""
+    out = []
+    for curve, spi in zip(curves, seconds):
+        curve = _finite(curve)
+        index = np.minimum((grid / max(spi, 1e-300)).astype(np.int64), len(curve) - 1)
+        out.append(curve[index])
+    return np.stack(out)
+
+
+def _band(ax, xs, runs, color, label) -> None:
+    q25, median, q75 = np.percentile(runs, [25, 50, 75], axis=0)
+    ax.plot(xs, median, color=color, label=label)
+    ax.fill_between(xs, q25, q75, color=color, alpha=0.25, lw=0)
+
+
+def plot_study_curves(groups: dict, *, title: str = "", subtitle: str = ""):
+    """Median curve and interquartile band per method over the runs of a study.
+
+    Args:
+      groups: ``{group (e.g. a data set): {method: [(curve, seconds_per_iteration),
+        ...]}}``, one entry per run (seed).
+
+    Returns:
+      A ``Figure``: a row per group, against iterations/steps (left) and warm
+      milliseconds (right).
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(groups), 2, figsize=(13, 4.2 * len(groups)), squeeze=False)
+    for row, (group, methods) in zip(axes, groups.items()):
+        colors = _colors(len(methods))
+        end = max(len(_finite(c)) * s for runs in methods.values() for c, s in runs) * 1e3
+        first = min(s for runs in methods.values() for _, s in runs) * 1e3
+        grid = np.linspace(0, end, 400)
+        lengths = [np.median([len(_finite(c)) - 1 for c, _ in runs]) for runs in methods.values()]
+        totals = [np.median([(len(_finite(c)) - 1) * s for c, s in runs]) for runs in
+                  methods.values()]
+        if max(totals) >= LOG_X_RATIO * max(min(totals), 1e-300):
+            grid = np.concatenate([[0], np.geomspace(first, end, 400)])
+        for (method, runs), color in zip(methods.items(), colors):
+            curves = [c for c, _ in runs]
+            label = f"{method} (median of {len(runs)}, band: interquartile range)"
+            held = _held(curves)
+            _band(row[0], np.arange(held.shape[1]), held, color, label)
+            ms = _on_time_grid(curves, [s * 1e3 for _, s in runs], grid)
+            _band(row[1], grid, ms, color, label)
+        _maybe_log_x(row[0], lengths, 1.0)
+        _maybe_log_x(row[1], totals, first)
+        row[0].set_xlabel("iterations (EM) / steps (gradient)")
+        row[1].set_xlabel("warm milliseconds")
+        for ax in row:
+            ax.set_title(str(group), fontsize=10)
+            ax.set_ylabel("mean log-likelihood (nats per sample)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    _titles(fig, title, subtitle)
     fig.tight_layout()
     return fig

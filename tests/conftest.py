@@ -28,7 +28,8 @@ def offset_data():
 
 @pytest.fixture(scope="module")
 def cfg_factory():
-    """``cfg_factory(*overrides)``: the composed experiment config (Hydra's compose API)."""
+    """``cfg_factory(*overrides, hydra=False)``: the composed experiment config (Hydra's
+    compose API; ``hydra=True`` keeps the ``hydra`` node, e.g. a preset's sweeper params)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -38,7 +39,8 @@ def cfg_factory():
     configs.register()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        yield lambda *overrides: compose("config", overrides=list(overrides))
+        yield lambda *overrides, hydra=False: compose("config", overrides=list(overrides),
+                                                      return_hydra_config=hydra)
     GlobalHydra.instance().clear()
 
 

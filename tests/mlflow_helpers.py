@@ -73,6 +73,12 @@ def runs_of(store, filter_string=""):
     return client.search_runs([exp.experiment_id], filter_string=filter_string, max_results=1000)
 
 
+def study_runs(store, study: str):
+    """The jobs of the sweep tagged ``study`` (the sweep's parent, tagged too, left out)."""
+    runs = runs_of(store, f"tags.study = '{study}'")
+    return [r for r in runs if r.data.tags.get("sweep_parent") != "true"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

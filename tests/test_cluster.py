@@ -26,7 +26,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIT = str(ROOT / "experiments" / "fit.py")
-TINY = ["data=faithful", "algorithm.max_iter=5"]
+TINY = ["data=faithful", "stop.max_iter=5"]
 
 
 def free_port() -> int:
@@ -69,8 +69,8 @@ def sweep_runs(uri: str, study: str):
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("mogjax")
-    children = client.search_runs([exp.experiment_id], f"tags.study = '{study}'")
-    return client, children
+    runs = client.search_runs([exp.experiment_id], f"tags.study = '{study}'")
+    return client, [r for r in runs if r.data.tags.get("sweep_parent") != "true"]
 
 
 def assert_one_sweep(uri: str, study: str, n: int) -> None:
@@ -260,7 +260,7 @@ def test_tracking_server_on_postgresql(tmp_path):
                         f"tracking server did not start:\n{log.read_text()[-4000:]}")
                 time.sleep(0.5)
 
-        proc = fit(*TINY, "algorithm.max_iter=20", f"tracking.uri={url}",
+        proc = fit(*TINY, "stop.max_iter=20", f"tracking.uri={url}",
                    "tracking.run_name=pg-test", cwd=tmp_path, env=clean_env())
         run_id = re.search(r"MLflow run ([0-9a-f]{32})", proc.stdout).group(1)
 

@@ -21,11 +21,10 @@ GROUP_OPTIONS = [
     ("model.init=random_from_data",), ("optimizer=sgd",), ("tracking=none",),
     ("experiment=lecture_soft_kmeans", "data.n_samples=90"),
     ("experiment=k_selection",),
-    ("algorithm=gradient", "algorithm.steps=20"),
-    ("algorithm=meanshift",),
+    ("algorithm=gradient", "stop.max_iter=20"),
     ("algorithm=meanshift", "algorithm.bandwidth=0.5", "data=synthetic", "data.n_samples=150"),
-    ("algorithm=gradient", "optimizer=lbfgs", "algorithm.steps=5"),
-    ("experiment=em_vs_gradient", "data.n_samples=150", "algorithm.max_iter=5"),
+    ("algorithm=gradient", "optimizer=lbfgs", "stop.max_iter=5"),
+    ("experiment=em_vs_gradient", "data.n_samples=150", "stop.max_iter=5"),
 ]
 
 
@@ -44,6 +43,47 @@ def test_every_yaml_file_composes(cfg_factory):
         for path in sorted((ROOT / "conf" / group).glob("*.yaml")):
             cfg = cfg_factory(f"{group}={path.stem}")
             assert cfg.seed == 0
+
+
+# Every preset's distinctive values: each must win over the root's defaults.
+PRESETS = {
+    "em_vs_gradient": {"compare": ["em", "adam", "lbfgs"], "tags": ["em_vs_gradient"],
+                       "data.name": "synthetic", "data.n_samples": 2000,
+                       "data.separation": 3.0, "model.k": 3},
+    "k_selection": {"tags": ["k_selection"], "data.name": "faithful",
+                    "tracking.summary_param": "model.k", "tracking.summary_metric": "bic",
+                    "hydra.sweeper.params": {"model.k": "1,2,3,4,5"}},
+    "lecture_soft_kmeans": {"tags": ["lecture_soft_kmeans"], "data.name": "synthetic",
+                            "model.k": 3, "model.covariance_type": "identity",
+                            "model.init": "random_from_data", "model.equal_weights": True,
+                            "model.reg_covar": 0.0},
+}
+
+
+def test_every_preset_overrides_the_root(cfg_factory):
+    from omegaconf import OmegaConf
+
+    presets = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+    assert presets == sorted(PRESETS), "a new preset needs its distinctive values here"
+    root = cfg_factory()
+    assert root.compare == ["em", "adam"] and root.tags == []
+    for name, expected in PRESETS.items():
+        cfg = cfg_factory(f"experiment={name}", hydra=True)
+        for key, value in expected.items():
+            got = OmegaConf.select(cfg, key)
+            got = OmegaConf.to_container(got) if OmegaConf.is_config(got) else got
+            assert got == value, (name, key, got)
+    # the command line still wins over a preset's choice of data set
+    assert cfg_factory("experiment=em_vs_gradient", "data=faithful").data.name == "faithful"
+
+
+def test_a_budget_of_seconds_stops_by_warm_time(cfg_factory):
+    from experiments import fit
+
+    cfg = cfg_factory("stop.seconds=0.0005", "tracking.enabled=false")  # max_iter 1000
+    summary = fit.run(cfg)
+    assert 1 <= summary["n_iter"] < 1000  # 1000 EM iterations take well over 0.5 ms
+    assert summary["fit_seconds"] < 0.05
 
 
 def test_data_file_option(cfg_factory, tmp_path):
@@ -103,20 +143,127 @@ def test_fit_script_logs_a_complete_run(store):
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
-def test_compare_script_shares_the_start(store):
-    proc = run_script("compare.py", "tracking.run_name=compare-test", "algorithm.max_iter=30",
-                      store=store)
-    assert "mlflow ui --backend-store-uri" in proc.stdout and "model-metrics" in proc.stdout
-    (parent,) = runs_of(store, "attributes.run_name = 'compare-test'")
+@pytest.fixture(scope="module")
+def faithful_comparison(cfg_factory, store, tmp_path_factory):
+    """``compare.run`` of the root config (EM vs Adam on Old Faithful) into ``store``,
+    and what it printed (``make run``'s output)."""
+    import contextlib
+    import io
+    import os
+
+    from experiments import compare
+
+    cwd = os.getcwd()
+    os.chdir(store["cwd"])  # the sqlite store's artifacts go under ./mlruns
+    try:
+        cfg = cfg_factory(f"tracking.uri={store['uri']}", "tracking.run_name=compare-test")
+        summary = compare.run(cfg)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            compare.print_how_to_look(summary)
+    finally:
+        os.chdir(cwd)
+    return cfg, summary, out.getvalue()
+
+
+def test_compare_shares_the_start_and_describes_every_child(faithful_comparison, store):
+    cfg, summary, _ = faithful_comparison
     client = client_for(store)
-    em_curve = client.get_metric_history(parent.info.run_id, "log_likelihood/em")
-    adam_curve = client.get_metric_history(parent.info.run_id, "log_likelihood/adam")
-    assert em_curve and adam_curve
-    first = lambda h: next(m.value for m in h if m.step == 0)
-    assert first(em_curve) == first(adam_curve)
-    children = runs_of(store, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert {c.data.tags["method"] for c in children} == {"em", "adam"}
-    assert "curves.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    parent = client.get_run(summary["run_id"])
+    children = runs_of(store, f"tags.mlflow.parentRunId = '{summary['run_id']}'")
+    by_method = {c.data.tags["method"]: c for c in children}
+    assert set(by_method) == {"em", "adam"}
+    starts = {next(m.value for m in client.get_metric_history(summary["run_id"], key)
+                   if m.step == 0) for key in ("log_likelihood/em", "log_likelihood/adam")}
+    assert len(starts) == 1  # one shared start
+    em, adam = by_method["em"].data.params, by_method["adam"].data.params
+    for params in (em, adam):  # the stopping rule and the data set actually used
+        assert params["stop.tol"] == "1e-06" and params["stop.max_iter"] == "1000"
+        assert "gain in mean log-likelihood below 1e-06" in params["stop_rule"]
+        assert params["data.name"] == "faithful" and "data.n_samples" not in params
+        assert params["model.k"] == "2" and "compare" not in params
+    assert em["method"] == "em" and not any(k.startswith("optimizer.") for k in em)
+    assert adam["method"] == "adam" and adam["optimizer.name"] == "adam"
+    assert adam["optimizer.learning_rate"] == "0.05"
+    assert "data.n_samples" not in parent.data.params and "optimizer.name" not in parent.data.params
+    for child in children:
+        assert {"seconds_per_iteration", "compile_seconds", "fit_seconds"} <= set(child.data.metrics)
+        assert child.data.tags["stop_reason"] == "tol"
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"config.yaml", "params.npz", "curve.png", "clusters.png"} <= artifacts
+    metrics = parent.data.metrics
+    for method, child in by_method.items():
+        for name in ("seconds_per_iteration", "compile_seconds", "fit_seconds",
+                     "final_log_likelihood"):
+            assert metrics[f"{name}/{method}"] == child.data.metrics[name]
+    artifacts = {a.path for a in client.list_artifacts(summary["run_id"])}
+    assert {"curves.png", "alignment.json"} <= artifacts
+    note = parent.data.tags["mlflow.note.content"]
+    assert "Stopping rule: every method stops" in note and "warm call" in note
+
+
+def test_em_time_is_warm_and_ahead_on_old_faithful(faithful_comparison, store):
+    """The logged EM seconds per iteration is within 3x of fit_em timed warm here (a
+    consistency check, not a speed test); on the warm time axis EM reaches the
+    target first."""
+    import time
+
+    import jax
+
+    from experiments import common
+
+    cfg, summary, printed = faithful_comparison
+    metrics = client_for(store).get_run(summary["run_id"]).data.metrics
+    x = mg.load_old_faithful()
+    kwargs = common.fit_kwargs(cfg, "em")
+    result = jax.block_until_ready(mg.fit_em(x, 2, **kwargs))
+    warm = []
+    for _ in range(5):
+        start = time.perf_counter()
+        jax.block_until_ready(mg.fit_em(x, 2, **kwargs))
+        warm.append(time.perf_counter() - start)
+    here = min(warm) / int(result.n_iter)
+    logged = metrics["seconds_per_iteration/em"]
+    assert here / 3 < logged < 3 * here, (logged, here)
+    assert metrics["n_iter/em"] == int(result.n_iter)
+    assert metrics["reached_target/em"] == metrics["reached_target/adam"] == 1
+    assert metrics["seconds_to_target/em"] < metrics["seconds_to_target/adam"]
+    for method in ("em", "adam"):  # iteration t of the time axis is at t x seconds/iteration
+        history = client_for(store).get_metric_history(summary["run_id"],
+                                                       f"log_likelihood_by_us/{method}")
+        last = max(m.step for m in history)
+        assert abs(last - 1e6 * metrics[f"fit_seconds/{method}"]) <= 1
+        assert metrics[f"final_gap/{method}"] < cfg.target_gap
+    assert metrics["max_mean_gap/adam"] < 0.05 and metrics["max_mean_gap/em"] == 0
+    em_row = next(line for line in printed.splitlines() if line.startswith("em "))
+    assert f"{metrics['seconds_per_iteration/em']:.2e}" in em_row
+
+
+def test_compare_links_one_chart_of_every_curve(faithful_comparison, store):
+    """The printed and linked metric-page addresses draw every method's curve of the
+    parent in one chart (the page itself was checked in headless Chromium)."""
+    import re
+
+    from experiments import ui_layout
+
+    _, summary, printed = faithful_comparison
+    parent, client = summary["run_id"], client_for(store)
+    states = [ui_layout.parse_overlay(f) for f in summary["charts"].values()]
+    assert [s["plot_metric_keys"] for s in states] == [
+        ["log_likelihood/em", "log_likelihood/adam"],
+        ["log_likelihood_by_us/em", "log_likelihood_by_us/adam"]]
+    for state in states:
+        assert state["runs"] == [parent] and state["experiments"] == [summary["experiment_id"]]
+        for key in state["plot_metric_keys"]:  # every curve named is on the run
+            assert len(client.get_metric_history(parent, key)) >= 2, key
+    description = client.get_run(parent).data.tags["mlflow.note.content"]
+    links = dict(re.findall(r"\[([^\]]+)\]\(([^)]+)\)", description))
+    assert list(links.values()) == list(summary["charts"].values())
+    assert all(re.match(r"^#/metric/\?[A-Za-z0-9_%.=&~-]+$", t) for t in links.values())
+    assert len(description) < 8000  # MLflow's limit on a tag's value
+    for fragment in summary["charts"].values():
+        assert f"http://127.0.0.1:5000/{fragment}" in printed
+    assert "mlflow ui --backend-store-uri" in printed and "model-metrics" in printed
 
 
 # ------------------------------------------------------------- tracking server
@@ -167,3 +314,112 @@ def test_seeds_batch_only_em(cfg_factory):
 
     with pytest.raises(ValueError, match="n_seeds=4 batches EM"):
         fit.run(cfg_factory("n_seeds=4", "algorithm=meanshift", "tracking.enabled=false"))
+
+
+# ------------------------------------------------------------------- a study
+
+
+def test_a_three_seed_study_of_the_em_vs_gradient_preset(store):
+    """``compare.py -m experiment=em_vs_gradient seed=0,1,2``: three children per job
+    (em, adam, lbfgs) tagged with the preset; the sweep's parent holds the overrides,
+    the preset's tag and a study summary whose values are the children's."""
+    proc = run_script("compare.py", "-m", "experiment=em_vs_gradient", "data.n_samples=200",
+                      "seed=0,1,2", "tracking.log_plots=false", store=store)
+    client = client_for(store)
+    (parent,) = [r for r in runs_of(store, "tags.study = 'em_vs_gradient'")
+                 if r.data.tags.get("sweep_parent") == "true"]
+    parent_id, sweep_id = parent.info.run_id, parent.data.tags["sweep_id"]
+    assert f"Sweep {sweep_id}" in proc.stdout and parent_id in proc.stdout
+    assert "http://127.0.0.1:5000/#/experiments/" in proc.stdout
+    assert parent.data.params["seed"] == "0,1,2"
+    assert parent.data.params["experiment"] == "em_vs_gradient"
+    assert "sweep of `compare.py`" in parent.data.tags["mlflow.note.content"]
+    jobs = runs_of(store, f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert sorted(j.data.tags["seed"] for j in jobs) == ["0", "1", "2"]
+    finals = {"em": [], "adam": [], "lbfgs": []}
+    for job in jobs:
+        children = runs_of(store, f"tags.mlflow.parentRunId = '{job.info.run_id}'")
+        assert sorted(c.data.tags["method"] for c in children) == ["adam", "em", "lbfgs"]
+        for child in children:
+            assert child.data.tags["study"] == "em_vs_gradient"
+            assert child.data.params["data.n_samples"] == "200"
+            method = child.data.tags["method"]
+            finals[method].append(child.data.metrics["final_log_likelihood"])
+            assert job.data.metrics[f"final_log_likelihood/{method}"] == finals[method][-1]
+            rate = {"em": None, "adam": "0.05", "lbfgs": "None"}[method]  # lbfgs: line search
+            assert child.data.params.get("optimizer.learning_rate") == rate
+    path = client.download_artifacts(parent_id, "study_summary.json", str(store["cwd"]))
+    summary = json.loads(open(path).read())
+    assert summary["sweep_id"] == sweep_id
+    (group,) = summary["groups"].values()
+    assert list(group["methods"]) == ["em", "adam", "lbfgs"]
+    assert group["best_final_log_likelihood"] == max(max(v) for v in finals.values())
+    for method, entry in group["methods"].items():
+        assert entry["runs"] == 3 and entry["failures"] == 0
+        q25, q50, q75 = np.percentile(finals[method], [25, 50, 75])
+        np.testing.assert_allclose([entry["final_log_likelihood"][k] for k in
+                                    ("q25", "median", "q75")], [q25, q50, q75], rtol=1e-12)
+        reached = [j.data.metrics[f"reached_target/{method}"] for j in jobs]
+        assert entry["fraction_reaching_target"] == np.mean(reached)
+        seconds = [j.data.metrics[f"seconds_to_target/{method}"] for j in jobs
+                   if j.data.metrics[f"reached_target/{method}"]]
+        assert entry["median_seconds_to_target"] == pytest.approx(np.median(seconds))
+    artifacts = {a.path for a in client.list_artifacts(parent_id)}
+    assert {"study_summary.json", "study_summary.csv", "study_curves.png"} <= artifacts
+
+
+# ---------------------------------------------------------------------- plots
+
+
+def test_plots_a_reviewer_accepts():
+    """One colour per component for points, ellipses and centre; axis labels; integer
+    k ticks with the chosen k marked; steps and iterations named per method."""
+    from matplotlib.colors import to_rgba
+
+    from mogjax.mixture import MixtureParams
+    from mogjax.plotting import plot_clusters, plot_curves, plot_metric_against
+
+    params = MixtureParams.from_covariances(np.array([0.4, 0.6]), np.array([[0., 0.], [5., 5.]]),
+                                            np.array([1.0, 2.0]), "spherical")
+    x = np.array([[0.1, 0.2], [5.2, 4.9], [4.8, 5.1]])
+    labels = np.array([0, 1, 1])
+    fig = plot_clusters(x, labels, params=params, xlabel="eruption duration (min)",
+                        ylabel="waiting time (min)", title="em on faithful, k=2")
+    ax = fig.axes[0]
+    points = ax.collections[0].get_facecolors()[:, :3]
+    ellipses = [p.get_edgecolor()[:3] for p in ax.patches]
+    centres = [to_rgba(line.get_color())[:3] for line in ax.lines]
+    for j in range(2):
+        assert np.allclose(points[labels == j], centres[j])
+        assert np.allclose(ellipses[2 * j], centres[j]) and np.allclose(ellipses[2 * j + 1], centres[j])
+    assert not np.allclose(centres[0], centres[1])
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("eruption duration (min)", "waiting time (min)")
+    assert ax.get_title() == "em on faithful, k=2"
+
+    fig = plot_metric_against([1, 2, 3, 1, 2, 3], [10., 7., 8., 11., 6., 9.], xlabel="model.k",
+                              ylabel="bic", integer_x=True, best="min")
+    ax = fig.axes[0]
+    assert list(ax.get_xticks()) == [1, 2, 3]
+    assert "chosen model.k = 2" in " ".join(t.get_text() for t in ax.get_legend().get_texts())
+
+    fig = plot_curves({"em": np.linspace(-5, -4, 9), "adam": np.linspace(-5, -4, 301)},
+                      units={"em": "iteration", "adam": "step"},
+                      seconds={"em": 1e-4, "adam": 2e-5}, title="t", subtitle="rule")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "iteration (em) / step (adam)"
+    assert ax.get_xscale() == "symlog"  # 8 iterations against 300 steps
+    legend = " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    assert "em: 8 iterations" in legend and "adam: 300 steps" in legend
+
+
+def test_mean_shift_runs_are_named_by_bandwidth(cfg_factory, store):
+    from experiments import fit
+
+    cfg = cfg_factory(f"tracking.uri={store['uri']}", "algorithm=meanshift",
+                      "tracking.log_plots=false")
+    summary = fit.run(cfg)
+    run = client_for(store).get_run(summary["run_id"])
+    assert run.info.run_name == f"meanshift-faithful-bw{summary['bandwidth']:.3g}"
+    assert run.data.metrics["n_clusters"] == summary["n_clusters"] >= 1
+    assert float(run.data.params["algorithm.bandwidth"]) == pytest.approx(summary["bandwidth"])
+    assert not any(k.startswith(("model.", "stop.", "optimizer.")) for k in run.data.params)

@@ -12,7 +12,7 @@ import pytest
 
 import mogjax as mg
 from tests.mlflow_helpers import (ROOT, client_for, free_port, mlflow_server, run_script,
-                                  runs_of, start_script, wait_for_line)
+                                  runs_of, start_script, study_runs, wait_for_line)
 
 # A cloud and 8 copies of one point: without reg_covar, EM (float32, seed 0) collapses
 # a component onto the copies after ~20 iterations: a real failure, mid-fit.
@@ -23,8 +23,8 @@ def collapsing_data(path):
     return path
 
 
-LONG_FIT = ("data=synthetic", "data.n_samples=40000", "model.k=3", "algorithm.tol=0",
-            "algorithm.max_iter=4000", "progress_every=50")
+LONG_FIT = ("data=synthetic", "data.n_samples=40000", "model.k=3", "stop.tol=0",
+            "stop.max_iter=4000", "progress_every=50")
 
 
 # ------------------------------------------------------------ failing jobs
@@ -36,7 +36,7 @@ def test_a_failing_job_is_a_failed_run_and_the_sweep_goes_on(store):
                       "model.reg_covar=0.0,1e-3,1e-2,0.1", "tags=[failsweep]",
                       "tracking.summary_param=model.reg_covar", store=store, check=False)
     assert proc.returncode != 0  # the sweep reports the failure
-    runs = runs_of(store, "tags.study = 'failsweep'")
+    runs = study_runs(store, "failsweep")
     status = {r.data.params["model.reg_covar"]: r.info.status for r in runs}
     assert status == {"0.0": "FAILED", "0.001": "FINISHED", "0.01": "FINISHED", "0.1": "FINISHED"}
     (failed,) = [r for r in runs if r.info.status == "FAILED"]
@@ -151,7 +151,7 @@ def test_sixteen_jobs_on_two_joblib_workers_lose_nothing(store):
     run_script("fit.py", "-m", "model.k=1,2,3,4", "seed=0,1,2,3", "hydra/launcher=joblib",
                "hydra.launcher.n_jobs=2", "tags=[sweep16]", "tracking.log_plots=false", "tracking.summary_param=model.k",
                store=store)
-    children = runs_of(store, "tags.study = 'sweep16'")
+    children = study_runs(store, "sweep16")
     assert len(children) == 16
     assert {(r.data.params["model.k"], r.data.params["seed"]) for r in children} == {
         (str(k), str(s)) for k in range(1, 5) for s in range(4)}

@@ -1,0 +1,56 @@
+"""What a comparison of methods measures, from their fits alone (no tracking here).
+
+- **Time to target.** The target is ``target_gap`` (nats per sample) below the best
+  final mean log-likelihood among the methods compared. For every method:
+  ``iterations_to_target`` (the first iteration or step whose value reaches it),
+  ``seconds_to_target`` (that many warm iterations, ``experiments.timing``),
+  ``reached_target`` (1 or 0; the other two are left out when 0) and ``final_gap``
+  (best final value minus this method's).
+- **Components aligned** (``mogjax.align``) to the reference method's (EM's when it is
+  compared) before parameters are compared: ``max_mean_gap``, ``max_weight_gap``,
+  ``max_covariance_gap`` and the matching order.
+"""
+
+import numpy as np
+
+from mogjax.align import parameter_gaps
+
+
+def time_to_target(curves: dict, seconds_per_iteration: dict, target_gap: float):
+    """``({method: metrics}, target)`` for curves ``curve[:n_iter + 1]`` (see module)."""
+    best = max(float(c[-1]) for c in curves.values())
+    target = best - target_gap
+    out = {}
+    for method, curve in curves.items():
+        hits = np.flatnonzero(np.asarray(curve) >= target)
+        metrics = {"final_gap": best - float(curve[-1]), "reached_target": float(hits.size > 0)}
+        if hits.size:
+            metrics["iterations_to_target"] = int(hits[0])
+            metrics["seconds_to_target"] = int(hits[0]) * seconds_per_iteration[method]
+        out[method] = metrics
+    return out, target
+
+
+def reference_method(methods) -> str:
+    """The method every other is aligned to: EM when compared, else the first."""
+    return "em" if "em" in methods else list(methods)[0]
+
+
+def alignment(params: dict) -> dict:
+    """``{"reference": name, "distance": ..., "methods": {method: gaps}}`` with every
+    method's components matched to the reference method's (``parameter_gaps``)."""
+    ref = reference_method(params)
+    return {"reference": ref, "distance": "bhattacharyya",
+            "methods": {m: parameter_gaps(params[ref], p) for m, p in params.items()}}
+
+
+def per_method_metrics(summaries: dict, to_target: dict, aligned: dict) -> dict:
+    """``{"<name>/<method>": value}`` for the parent run: every method's summary,
+    time to target and parameter gaps."""
+    out = {}
+    for method, summary in summaries.items():
+        gaps = aligned["methods"][method]
+        values = {**{k: v for k, v in summary.items() if k != "run_id"}, **to_target[method],
+                  **{k: v for k, v in gaps.items() if k != "permutation"}}
+        out.update({f"{name}/{method}": value for name, value in values.items()})
+    return out
