@@ -196,6 +196,28 @@ def check_user_init(init_params, k: int, n_features: int, covariance_type: str) 
     return out
 
 
+def check_sample_weight(sample_weight, n: int, dtype) -> Array | None:
+    """Row weights (n,): finite, non-negative, not all zero; ``None`` stays ``None``."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight)
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"sample_weight must be numeric, got dtype {w.dtype}")
+    if w.ndim != 1 or w.shape[0] != n:
+        raise ValueError(f"sample_weight must have shape ({n},), one weight per row of X, "
+                         f"got shape {w.shape}")
+    w = w.astype(np.float64)
+    if not np.all(np.isfinite(w)):
+        bad = int(np.argmax(~np.isfinite(w)))
+        raise ValueError(f"sample_weight contains NaN or infinity (first at row {bad})")
+    if np.any(w < 0):
+        bad = int(np.argmax(w < 0))
+        raise ValueError(f"sample_weight must be non-negative, got {w[bad]} at row {bad}")
+    if not np.any(w > 0):
+        raise ValueError("sample_weight is zero everywhere: at least one row must weigh > 0")
+    return jnp.asarray(w, dtype)
+
+
 def check_stop_rule(patience, previous) -> tuple[int, float]:
     """``patience`` (an integer >= 1) and the value before the start (NaN for none)."""
     patience = check_int(patience, "patience", 1)

@@ -26,10 +26,11 @@ from mogjax.results import FitResult
     static_argnames=("k", "covariance_type", "init", "max_iter", "equal_weights",
                      "block_size"),
 )
-def _fit_seeds_compiled(x, keys, user_init, tol, reg_covar, **static) -> FitResult:
+def _fit_seeds_compiled(x, keys, user_init, tol, reg_covar, patience, weight,
+                        **static) -> FitResult:
     """``keys``: (seeds, n_init). The best restart of every seed, stacked."""
     best_of = lambda seed_keys: fit_em_compiled(x, seed_keys, user_init, tol, reg_covar,
-                                                 **static)[0]
+                                                 patience, jnp.nan, weight, **static)[0]
     return jax.vmap(best_of)(keys)
 
 
@@ -47,6 +48,8 @@ def fit_em_seeds(
     init_params=None,
     equal_weights: bool = False,
     block_size: int | None = None,
+    patience: int = 1,
+    sample_weight: ArrayLike | None = None,
 ) -> FitResult:
     """``fit_em`` for every seed in ``seeds``, batched in one compiled program.
 
@@ -55,7 +58,8 @@ def fit_em_seeds(
       k: number of components.
       seeds: integers; seed ``s`` starts as ``fit_em(..., seed=s)`` does.
       covariance_type, init, max_iter, tol, reg_covar, n_init, init_params,
-      equal_weights, block_size: as in ``fit_em``, shared by all seeds.
+      equal_weights, block_size, patience, sample_weight: as in ``fit_em``, shared
+      by all seeds.
 
     Returns:
       ``FitResult`` whose fields have a leading axis of ``len(seeds)``: ``params``
@@ -81,11 +85,13 @@ def fit_em_seeds(
     seeds = [v.check_int(s, "seeds entry", 0) for s in seeds]
     if not seeds:
         raise ValueError("seeds must name at least one seed")
-    v.check_enough_samples(n, k)
+    weight = v.check_sample_weight(sample_weight, n, x.dtype)
+    v.check_enough_samples(n if weight is None else int(jnp.sum(weight > 0)), k)
+    patience, _ = v.check_stop_rule(patience, None)
     keys = jnp.stack([v.split_keys(s, n_init) for s in seeds])
     return _fit_seeds_compiled(
         x, keys, v.check_user_init(init_params, k, d, covariance_type),
-        jnp.asarray(tol, x.dtype), jnp.asarray(reg_covar, x.dtype),
+        jnp.asarray(tol, x.dtype), jnp.asarray(reg_covar, x.dtype), jnp.int32(patience), weight,
         k=k, covariance_type=covariance_type, init=init,
         max_iter=max_iter, equal_weights=bool(equal_weights),
         block_size=None if block_size is None else _blocks.choose_block_size(n, 1, block_size),

@@ -38,7 +38,9 @@ import numpy as np
 from mogjax import _validation as v
 from mogjax._typing import Array
 from mogjax.estep import e_step_moments
-from mogjax.chunks import INIT_SAMPLE, as_source, checked_chunks, padded, rebatch, summarize
+from mogjax.chunks import (
+    INIT_SAMPLE, as_source, checked_chunks, padded, rebatch, summarize, with_weights,
+)
 from mogjax.init import initialize_compiled
 from mogjax.progress import log_progress
 from mogjax.mixture import MixtureParams, is_finite
@@ -49,14 +51,16 @@ from mogjax.suffstats import SufficientStats, m_step, stats_from_moments
 
 
 
-@functools.partial(jax.jit, static_argnames=("block_size",))
+@functools.partial(jax.jit, static_argnames=("block_size", "weighted"))
 def chunk_statistics(
-    params: MixtureParams, chunk: Array, n_valid, center: Array, *, block_size: int | None = None
+    params: MixtureParams, chunk: Array, n_valid, center: Array, *, block_size: int | None = None,
+    weighted: bool = False,
 ) -> SufficientStats:
     """E-step statistics of the first ``n_valid`` rows of ``chunk`` (c, d). Jitted.
 
     Rows from ``n_valid`` on are padding and weigh nothing; ``n_valid`` is traced, so
-    every chunk of one shape shares one compiled program.
+    every chunk of one shape shares one compiled program. With ``weighted`` the last
+    column holds the rows' weights (``chunks.with_weights``; ``n`` is then their sum).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -65,9 +69,11 @@ def chunk_statistics(
       >>> float(s.n), float(s.counts[0]), float(s.sum_xx[0])
       (2.0, 2.0, 2.0)
     """
-    weight = jnp.arange(chunk.shape[0]) < n_valid
+    weight = (jnp.arange(chunk.shape[0]) < n_valid).astype(chunk.dtype)
+    if weighted:
+        chunk, weight = chunk[:, :-1], weight * chunk[:, -1]
     ll, counts, moments = e_step_moments(params, chunk, center, block_size, False, weight)
-    n = jnp.asarray(n_valid, chunk.dtype)
+    n = jnp.sum(weight) if weighted else jnp.asarray(n_valid, chunk.dtype)
     return stats_from_moments(n, ll, center, counts, moments, params.covariance_type)
 
 
@@ -80,7 +86,8 @@ def _add_on_host(total: list | None, stats: SufficientStats) -> list[np.ndarray]
     return sums if total is None else [a + b for a, b in zip(total, sums)]
 
 
-def full_pass(params, source, rows, center, n=None, block_size=None) -> SufficientStats:
+def full_pass(params, source, rows, center, n=None, block_size=None,
+              weighted: bool = False) -> SufficientStats:
     """Statistics of all the data under ``params``: one jitted call per chunk.
 
     Args:
@@ -90,24 +97,28 @@ def full_pass(params, source, rows, center, n=None, block_size=None) -> Sufficie
       center: the statistics' center, (d,), in the compute dtype.
       n: when given, the number of rows the pass must see.
       block_size: rows per block inside a chunk.
+      weighted: the source's last column is the rows' weights (``with_weights``).
 
     Chunk ``i + 1`` is read while chunk ``i`` computes (so at most two are held);
     sums are kept in float64 on the host.
     """
     fill = np.asarray(center)
-    total, pending = None, None
-    for batch in rebatch(checked_chunks(source, center.shape[0], finite=False), rows):
+    if weighted:  # padding rows weigh 0
+        fill = np.concatenate([fill, np.zeros(1, fill.dtype)])
+    total, pending, seen = None, None, 0
+    for batch in rebatch(checked_chunks(source, fill.shape[0], finite=False), rows):
         x = jnp.asarray(padded(batch, rows, fill))
-        out = chunk_statistics(params, x, batch.shape[0], center, block_size=block_size)
+        out = chunk_statistics(params, x, batch.shape[0], center, block_size=block_size,
+                               weighted=weighted)
         total = total if pending is None else _add_on_host(total, pending)
-        pending = out
+        pending, seen = out, seen + batch.shape[0]
     if pending is None:
         raise ValueError("the data source yielded no rows on this pass")
     total = _add_on_host(total, pending)
     dtype = center.dtype
-    if n is not None and int(total[0]) != n:
+    if n is not None and seen != n:
         raise ValueError(
-            f"the data source yielded {int(total[0])} rows on this pass but {n} on the "
+            f"the data source yielded {seen} rows on this pass but {n} on the "
             "first: a callable must give the same data every time"
         )
     sums = dict(zip(_SUMS, (jnp.asarray(a, dtype) for a in total)))
@@ -136,6 +147,7 @@ def fit_em_chunked(
     verbose: int = 0,
     patience: int = 1,
     previous_log_likelihood: float | None = None,
+    sample_weight=None,
 ) -> FitResult:
     r"""Exact full-batch EM over chunked data (``fit_em``'s result, bounded memory).
 
@@ -158,6 +170,9 @@ def fit_em_chunked(
         iteration); the one of highest final log-likelihood wins, as in ``fit_em``.
       init_sample: most rows the initialisation sees (a strided sample).
       block_size: rows per block inside a chunk (``None``: chosen from the sizes).
+      sample_weight: the rows' weights, as ``fit_em``: one 1-D array, or chunked 1-D
+        weights parallel to ``data`` (a sequence or a callable with the same chunk
+        lengths), read with it on every pass.
 
     Returns:
       ``FitResult``, as ``fit_em``.
@@ -189,6 +204,9 @@ def fit_em_chunked(
     if block_size is not None:
         block_size = v.check_int(block_size, "block_size", 1)
     source = as_source(data, chunk_size)
+    weighted = sample_weight is not None
+    if weighted:
+        source = with_weights(source, sample_weight)
     if not source.reiterable:
         raise ValueError(
             "exact EM reads the data once per iteration, but a one-shot iterator can be "
@@ -196,25 +214,26 @@ def fit_em_chunked(
             "`lambda: read_chunks()`), or use mogjax.fit_online_em"
         )
 
-    info = summarize(source, max(init_sample, k))
+    info = summarize(source, max(init_sample, k), weighted)
     v.check_enough_samples(info.n, k)
     user_init = v.check_user_init(init_params, k, info.n_features, covariance_type)
     rows = min(chunk_size or info.longest, info.n)
     dtype = info.dtype
     center = jnp.asarray(info.mean, dtype)
     sample = jnp.asarray(info.sample, dtype)
-    e_step = lambda p: full_pass(p, source, rows, center, info.n, block_size)
+    sample, sample_w = (sample[:, :-1], sample[:, -1]) if weighted else (sample, None)
+    e_step = lambda p: full_pass(p, source, rows, center, info.n, block_size, weighted)
     results = []
     for key in v.split_keys(seed, n_init):
         params = initialize_compiled(
             key, sample, k=k, covariance_type=covariance_type, method=init,
             reg_covar=jnp.asarray(reg_covar, dtype), equal_weights=bool(equal_weights),
             block_size=None if block_size is None else min(block_size, sample.shape[0]),
-            **user_init,
+            sample_weight=sample_w, **user_init,
         )
         results.append(host_em_loop(
             params, e_step, max_iter, rule, jnp.asarray(reg_covar, dtype), bool(equal_weights),
-            verbose, dtype, check_pass=lambda: checked_chunks(source, info.n_features)))
+            verbose, dtype, check_pass=lambda: checked_chunks(source, info.n_features + weighted)))
     best = pick_best(results)
     raise_if_degenerate(best, dtype)
     return best

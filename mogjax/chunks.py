@@ -170,6 +170,73 @@ def check_chunk(
     return a
 
 
+def _weight_feed(sample_weight):
+    """``next_weights(m)``: the next ``m`` rows' weights, from one 1-D array or from
+    chunked 1-D weights (a sequence or callable), and ``done()`` checking nothing is left."""
+    if isinstance(sample_weight, (np.ndarray, jax.Array)):
+        w, used = np.asarray(sample_weight), [0]
+        if w.ndim != 1:
+            raise ValueError(f"sample_weight must be 1-D, got shape {w.shape}")
+
+        def take(m):
+            used[0] += m
+            if used[0] > w.shape[0]:
+                raise ValueError(f"sample_weight has {w.shape[0]} entries, the data more "
+                                 f"rows (at least {used[0]})")
+            return w[used[0] - m: used[0]]
+
+        def done(rows):
+            if rows != w.shape[0]:
+                raise ValueError(f"sample_weight has {w.shape[0]} entries, the data {rows} rows")
+
+        return take, done
+    chunks = iter(as_source(sample_weight).chunks())
+
+    def done(rows):
+        if next(chunks, None) is not None:
+            raise ValueError("sample_weight has more chunks than the data")
+
+    return lambda m: np.asarray(next(chunks, np.zeros(0))), done
+
+
+def check_weight_chunk(w: np.ndarray, rows: int, index: int, row: int) -> None:
+    """One chunk's weights: 1-D, ``rows`` long, finite, non-negative (errors name it)."""
+    if w.ndim != 1 or w.shape[0] != rows or w.dtype.kind not in "biuf":
+        raise ValueError(f"sample_weight chunk {index} must be 1-D numbers matching the "
+                         f"data's {rows} rows, got shape {w.shape} and dtype {w.dtype}")
+    bad = ~np.isfinite(w) | (w < 0)
+    if np.any(bad):
+        r = int(np.argmax(bad))
+        raise ValueError(f"sample_weight chunk {index} has {w[r]} at row {r} (row {row + r} "
+                         "of the data): weights must be finite and non-negative")
+
+
+def with_weights(source: ChunkSource, sample_weight) -> ChunkSource:
+    """Chunks of ``[x, w]``: the data's rows with their weights as a last column.
+
+    ``sample_weight`` is one 1-D array (cut to the data's chunks) or chunked 1-D
+    weights parallel to the data (a sequence or a callable, the same lengths). Each
+    weight chunk is checked as it is read (``check_weight_chunk``).
+    """
+
+    def chunks():
+        take, done = _weight_feed(sample_weight)
+        row = 0
+        for index, a in enumerate(source.chunks()):
+            a = np.asarray(a)
+            if a.ndim != 2:
+                yield a  # checked_chunks names the problem
+                continue
+            w = take(a.shape[0])
+            check_weight_chunk(np.asarray(w), a.shape[0], index, row)
+            row += a.shape[0]
+            dtype = a.dtype if a.dtype.kind == "f" else np.float64
+            yield np.concatenate([a.astype(dtype), np.asarray(w, dtype)[:, None]], axis=1)
+        done(row)
+
+    return ChunkSource(chunks, source.reiterable)
+
+
 def checked_chunks(source: ChunkSource, n_features=None, finite=True) -> Iterator[np.ndarray]:
     """The source's non-empty chunks, each through ``check_chunk``."""
     row = 0
@@ -212,7 +279,8 @@ def padded(batch: np.ndarray, rows: int, fill: np.ndarray) -> np.ndarray:
 
 
 class DataSummary(NamedTuple):
-    """What the first pass learns: sizes, dtype, mean (float64) and the init sample."""
+    """What the first pass learns: sizes, dtype, (weighted) mean in float64, the init
+    sample (with its weight column when weighted) and the total weight (``n`` if not)."""
 
     n: int
     n_features: int
@@ -220,24 +288,33 @@ class DataSummary(NamedTuple):
     mean: np.ndarray
     longest: int
     sample: np.ndarray
+    total_weight: float
 
 
-def summarize(source: ChunkSource, sample_size: int = INIT_SAMPLE) -> DataSummary:
+def summarize(source: ChunkSource, sample_size: int = INIT_SAMPLE,
+              weighted: bool = False) -> DataSummary:
     """One validating pass: sizes, mean, longest chunk and a strided sample.
 
     The sample holds the rows whose index is a multiple of a stride (a power of
     two, doubled whenever more than ``sample_size`` rows are kept), so it spreads
-    over the whole data and is every row when ``n <= sample_size``.
+    over the whole data and is every row when ``n <= sample_size``. With
+    ``weighted`` the last column of every chunk is the rows' weight (``with_weights``).
     """
-    n, longest, stride, total, dtype, kept = 0, 0, 1, None, None, []
+    n, longest, stride, total, dtype, kept, mass = 0, 0, 1, None, None, [], 0.0
     for a in checked_chunks(source):
         dtype = np.dtype(v.float_dtype(a.dtype)) if dtype is None else dtype
-        total = a.sum(axis=0, dtype=np.float64) + (0.0 if total is None else total)
+        w = a[:, -1].astype(np.float64) if weighted else None
+        x = a[:, :-1] if weighted else a
+        total = (x.sum(axis=0, dtype=np.float64) if w is None else w @ x.astype(np.float64)) + (
+            0.0 if total is None else total)
+        mass += a.shape[0] if w is None else float(w.sum())
         kept.append(np.array(a[(-n) % stride :: stride], dtype))
         while sum(len(s) for s in kept) > sample_size:
             kept, stride = [np.concatenate(kept)[::2]], stride * 2
         n, longest = n + a.shape[0], max(longest, a.shape[0])
     if n == 0:
         raise ValueError("the data source yielded no rows (no chunks, or only empty ones)")
+    if mass <= 0:
+        raise ValueError("sample_weight is zero everywhere: at least one row must weigh > 0")
     sample = np.concatenate(kept)
-    return DataSummary(n, sample.shape[1], dtype, total / n, longest, sample)
+    return DataSummary(n, sample.shape[1] - weighted, dtype, total / mass, longest, sample, mass)

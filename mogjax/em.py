@@ -41,7 +41,7 @@ from mogjax.suffstats import SufficientStats, m_step
 @functools.partial(jax.jit, static_argnames=("equal_weights", "block_size"))
 def em_step(
     params: MixtureParams, x: ArrayLike, *, reg_covar=1e-6, equal_weights: bool = False,
-    block_size: int | None = None,
+    block_size: int | None = None, sample_weight: ArrayLike | None = None,
 ) -> MixtureParams:
     """One EM iteration: an E-step on ``params``, then the M-step. Jitted.
 
@@ -51,6 +51,7 @@ def em_step(
       reg_covar: added to the covariance diagonal (traced: no recompilation).
       equal_weights: keep ``pi_j = 1/k`` (the lecture's update).
       block_size: rows per block (``None``: chosen from the sizes).
+      sample_weight: (n,) row weights (``None``: all 1).
 
     Returns:
       The next ``MixtureParams``.
@@ -63,7 +64,8 @@ def em_step(
       >>> round(float(q.means[0, 0]), 5), round(float(q.covariances[0, 0, 0]), 5)
       (1.0, 1.0)
     """
-    stats = e_step(params, jnp.asarray(x), block_size=block_size)
+    w = None if sample_weight is None else jnp.asarray(sample_weight)
+    stats = e_step(params, jnp.asarray(x), block_size=block_size, sample_weight=w)
     return m_step(stats, reg_covar, equal_weights=equal_weights)
 
 
@@ -116,10 +118,10 @@ def em_loop(e_step_fn, params, tol, reg_covar, max_iter: int, equal_weights: boo
 
 
 def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verbose=0,
-            patience=1, previous=None) -> FitResult:
+            patience=1, previous=None, weight=None) -> FitResult:
     """EM on in-memory ``x`` from ``params``, its features cached when they fit."""
-    data, center, cached = e_step_data(x, params.covariance_type)
-    e_step_fn = lambda p: stats_of(p, data, center, block_size, cached)
+    data, center, cached = e_step_data(x, params.covariance_type, weight=weight)
+    e_step_fn = lambda p: stats_of(p, data, center, block_size, cached, weight)
     return em_loop(e_step_fn, params, tol, reg_covar, max_iter, equal_weights, verbose,
                    patience, previous)
 
@@ -132,18 +134,20 @@ def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verb
     ),
 )
 def fit_em_compiled(
-    x, keys, user_init, tol, reg_covar, patience=1, previous=jnp.nan, *, k,
+    x, keys, user_init, tol, reg_covar, patience=1, previous=jnp.nan, weight=None, *, k,
     covariance_type, init, max_iter, equal_weights, block_size, verbose=0,
 ) -> tuple[FitResult, FitResult]:
-    """Initialise and run EM for every key with ``vmap``; return (best, all runs)."""
+    """Initialise and run EM for every key with ``vmap``; return (best, all runs).
+
+    ``weight``: the rows' sample weights (``None``: unweighted, a program of its own)."""
 
     def one_run(key):
         params = initialize(
-            key, x, k, covariance_type, init, reg_covar,
-            equal_weights=equal_weights, block_size=block_size, **user_init,
+            key, x, k, covariance_type, init, reg_covar, equal_weights=equal_weights,
+            block_size=block_size, sample_weight=weight, **user_init,
         )
         return _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verbose,
-                       patience, previous)
+                       patience, previous, weight)
 
     if keys.shape[0] == 1:  # no batch dimension: vmap of size 1 costs ~20% here
         runs = jax.tree.map(lambda a: a[None], one_run(keys[0]))
@@ -170,6 +174,7 @@ def fit_em(
     chunk_size: int | None = None,
     patience: int = 1,
     previous_log_likelihood: float | None = None,
+    sample_weight: ArrayLike | None = None,
 ) -> FitResult:
     r"""Fit a Gaussian mixture by EM; the whole loop is one compiled program.
 
@@ -220,6 +225,12 @@ def fit_em(
       previous_log_likelihood: when continuing an earlier fit from its parameters
         (``init_params``), that fit's last curve value but one, so the gain into the
         start counts first (scikit-learn's ``warm_start``); ``None``: a fresh fit.
+      sample_weight: (n,) non-negative row weights, not all zero (``None``: all 1).
+        The fit maximises :math:`\sum_i w_i \log p(x_i) / \sum_i w_i` (the curve's
+        unit), the initialisation draws and averages by weight, and a row of weight
+        ``c`` counts as ``c`` copies of itself (integer weights give the fit of the
+        repeated rows; rows of weight 0 change nothing). With chunked data, a
+        parallel chunk source of 1-D weights (or one array).
 
     Returns:
       ``FitResult`` with ``params``, ``curve`` (``max_iter + 1`` entries, NaN
@@ -245,12 +256,14 @@ def fit_em(
             max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_init=n_init, seed=seed,
             init_params=init_params, equal_weights=equal_weights, block_size=block_size,
             verbose=verbose, patience=patience, previous_log_likelihood=previous_log_likelihood,
+            sample_weight=sample_weight,
         )
     x = v.check_data(x)
     n, d = x.shape
+    weight = v.check_sample_weight(sample_weight, n, x.dtype)
     k, init, max_iter, n_init, tol, reg_covar = v.check_fit_settings(
         k, init_params, covariance_type, init, max_iter, n_init, tol, reg_covar)
-    v.check_enough_samples(n, k)
+    v.check_enough_samples(n if weight is None else int(jnp.sum(weight > 0)), k)
     user_init = v.check_user_init(init_params, k, d, covariance_type)
     if block_size is not None:
         block_size = _blocks.choose_block_size(n, 1, block_size)
@@ -259,7 +272,7 @@ def fit_em(
     best, _ = fit_em_compiled(
         x, v.split_keys(seed, n_init), user_init, jnp.asarray(tol, x.dtype),
         jnp.asarray(reg_covar, x.dtype), jnp.int32(patience), jnp.asarray(previous, x.dtype),
-        k=k, covariance_type=covariance_type, init=init, max_iter=max_iter,
+        weight, k=k, covariance_type=covariance_type, init=init, max_iter=max_iter,
         equal_weights=bool(equal_weights), block_size=block_size,
         verbose=v.check_int(verbose, "verbose", 0),
     )

@@ -45,8 +45,9 @@ def density_terms(params: MixtureParams, center: Array, dtype):
 def block_statistics(features, theta, offset, log_const, weight=None):
     """Log-likelihood, counts and moments of one block of feature rows.
 
-    ``weight`` (rows,), 0 or 1, leaves padding rows out (chunked and sharded EM pad
-    to a fixed shape); padding rows must hold finite values.
+    ``weight`` (rows,) multiplies every row's contribution: sample weights, and 0
+    for the padding rows chunked and sharded EM add to reach a fixed shape (padding
+    rows must hold finite values).
     """
     maha = jnp.maximum(features @ theta + offset, 0.0)
     log_prob = log_const - 0.5 * maha
@@ -57,7 +58,7 @@ def block_statistics(features, theta, offset, log_const, weight=None):
     row_ll = (jnp.log(norm) + top)[:, 0]
     if weight is not None:
         weight = weight.astype(resp.dtype)
-        resp, row_ll = resp * weight[:, None], row_ll * weight
+        resp, row_ll = resp * weight[:, None], jnp.where(weight > 0, row_ll * weight, 0.0)
     return jnp.sum(row_ll), jnp.sum(resp, axis=0), resp.T @ features
 
 
@@ -86,10 +87,13 @@ def terms_moments(terms, data, center, covariance_type: str, block_size,
     return _blocks.sum_over_blocks(block, arrays, rows)
 
 
-def stats_of(params, data, center, block_size, data_are_features: bool) -> SufficientStats:
-    """``e_step_moments`` as ``SufficientStats`` of all the rows of ``data``."""
-    ll, counts, moments = e_step_moments(params, data, center, block_size, data_are_features)
-    n = jnp.asarray(data.shape[0], data.dtype)
+def stats_of(params, data, center, block_size, data_are_features: bool,
+             weight=None) -> SufficientStats:
+    """``e_step_moments`` as ``SufficientStats`` of all the rows of ``data``; with
+    ``weight`` their ``n`` is the total weight."""
+    ll, counts, moments = e_step_moments(params, data, center, block_size, data_are_features,
+                                         weight)
+    n = jnp.asarray(data.shape[0], data.dtype) if weight is None else jnp.sum(weight)
     return stats_from_moments(n, ll, center, counts, moments, params.covariance_type)
 
 
@@ -99,30 +103,38 @@ def caches_features(x, covariance_type: str) -> bool:
     return x.shape[0] * width * x.dtype.itemsize <= FEATURE_CACHE_BYTES
 
 
-def e_step_data(x: Array, covariance_type: str, center=None) -> tuple[Array, Array, bool]:
+def data_center(x: Array, weight=None) -> Array:
+    """The (weighted) mean of the rows: the statistics' center."""
+    return jnp.mean(x, axis=0) if weight is None else jnp.average(x, axis=0, weights=weight)
+
+
+def e_step_data(x: Array, covariance_type: str, center=None,
+                weight=None) -> tuple[Array, Array, bool]:
     """``(data, center, cached)``: what an E-step over in-memory ``x`` reads: the
     quadratic features of ``x - center`` when they fit ``FEATURE_CACHE_BYTES``
-    (``cached``), else ``x`` itself; ``center`` defaults to the data mean."""
-    center = jnp.mean(x, axis=0) if center is None else center
+    (``cached``), else ``x`` itself; ``center`` defaults to the (weighted) mean."""
+    center = data_center(x, weight) if center is None else center
     cached = caches_features(x, covariance_type)
     data = gs.quadratic_features(x - center, covariance_type) if cached else x
     return data, center, cached
 
 
 def e_step(
-    params: MixtureParams, x: Array, *, center=None, block_size: int | None = None
+    params: MixtureParams, x: Array, *, center=None, block_size: int | None = None,
+    sample_weight: Array | None = None,
 ) -> SufficientStats:
     """Responsibilities of ``params`` on ``x`` (n, d), reduced to sufficient statistics.
 
     Args:
       params: the mixture.
       x: data, (n, d).
-      center: the shift of the statistics, (d,) (default: the mean of ``x``).
+      center: the shift of the statistics, (d,) (default: the (weighted) mean of ``x``).
       block_size: rows per block (``None``: chosen from the sizes).
+      sample_weight: (n,) row weights (``None``: all 1).
 
     Returns:
-      ``SufficientStats`` with ``log_likelihood`` the total log-likelihood of
-      ``params`` on ``x``.
+      ``SufficientStats`` with ``log_likelihood`` the (weighted) total log-likelihood
+      of ``params`` on ``x`` and ``n`` the total weight.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -131,5 +143,5 @@ def e_step(
       >>> float(s.counts[0]), float(s.center[0]), float(s.sum_x[0, 0])
       (2.0, 2.0, 0.0)
     """
-    center = jnp.mean(x, axis=0) if center is None else center
-    return stats_of(params, x, center, block_size, data_are_features=False)
+    center = data_center(x, sample_weight) if center is None else center
+    return stats_of(params, x, center, block_size, False, sample_weight)

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import optax
 
 from mogjax import _validation as v
-from mogjax.estep import density_terms, e_step_data, terms_moments
+from mogjax.estep import data_center, density_terms, e_step_data, stats_of, terms_moments
 from mogjax.init import initialize
 from mogjax.mixture import MixtureParams
 from mogjax.optimizers import make_optimizer, uses_line_search, with_hyperparams
@@ -57,31 +57,39 @@ class _Data(NamedTuple):
     cached: bool
 
 
+def _total(data, weight):
+    return data.shape[0] if weight is None else jnp.sum(weight)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _mean_log_likelihood(how: _Data, terms, data, center):
-    ll, _, _ = terms_moments(terms, data, center, how.covariance_type, how.block_size, how.cached)
-    return ll / data.shape[0]
+def _mean_log_likelihood(how: _Data, terms, data, center, weight):
+    ll, _, _ = terms_moments(terms, data, center, how.covariance_type, how.block_size,
+                             how.cached, weight)
+    return ll / _total(data, weight)
 
 
 @_mean_log_likelihood.defjvp
 def _mean_log_likelihood_jvp(how: _Data, primals, tangents):
     """The E-step's statistics are the gradient (module doc); data are constants."""
-    terms, data, center = primals
+    terms, data, center, weight = primals
     d_theta, d_offset, d_log_const = tangents[0]
     ll, counts, moments = terms_moments(terms, data, center, how.covariance_type,
-                                        how.block_size, how.cached)
-    n = data.shape[0]
+                                        how.block_size, how.cached, weight)
+    n = _total(data, weight)
     slope = counts @ d_log_const - 0.5 * (counts @ d_offset + jnp.sum(moments.T * d_theta))
     return ll / n, slope / n
 
 
-def _objective(raw: UnconstrainedParams, data, center, reg_covar, how: _Data) -> Array:
+def _objective(raw: UnconstrainedParams, data, center, reg_covar, how: _Data,
+               weight=None) -> Array:
     params = from_unconstrained(raw, reg_covar)
-    return _mean_log_likelihood(how, density_terms(params, center, data.dtype), data, center)
+    terms = density_terms(params, center, data.dtype)
+    return _mean_log_likelihood(how, terms, data, center, weight)
 
 
-def objective(raw: UnconstrainedParams, x: ArrayLike, reg_covar=0.0) -> Array:
-    """The function gradient ascent maximises: ``mean_log_likelihood`` of ``raw``.
+def objective(raw: UnconstrainedParams, x: ArrayLike, reg_covar=0.0, sample_weight=None) -> Array:
+    """The function gradient ascent maximises: ``mean_log_likelihood`` of ``raw``
+    (weighted by ``sample_weight``, (n,), when given).
 
     Differentiable in ``raw`` (not in ``x``) at the cost of one E-step.
 
@@ -94,8 +102,10 @@ def objective(raw: UnconstrainedParams, x: ArrayLike, reg_covar=0.0) -> Array:
       (2.0, 2.0)
     """
     x = jnp.asarray(x)
+    w = None if sample_weight is None else jnp.asarray(sample_weight, x.dtype)
     how = _Data(raw.covariance_type, None, False)
-    return _objective(raw, x, jax.lax.stop_gradient(jnp.mean(x, axis=0)), reg_covar, how)
+    center = jax.lax.stop_gradient(data_center(x, w))
+    return _objective(raw, x, center, reg_covar, how, w)
 
 
 class GradientResult(NamedTuple):
@@ -169,10 +179,10 @@ def _pick(ok, new, old):
     return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
 
 
-def _loop(raw0, curve0, data, center, key, s: _Settings, opt, hyper, *, steps, how,
+def _loop(raw0, curve0, data, weight, center, key, s: _Settings, opt, hyper, *, steps, how,
           batch_size, eval_every, verbose) -> _State:
-    loss = lambda raw, d: -_objective(raw, d, center, s.reg_covar, how)
-    full_loss = lambda raw: loss(raw, data)
+    loss = lambda raw, d, w: -_objective(raw, d, center, s.reg_covar, how, w)
+    full_loss = lambda raw: loss(raw, data, weight)
     state0 = with_hyperparams(opt.init(raw0), hyper)
     line_search = uses_line_search(state0)
     slack = 100 * jnp.finfo(data.dtype).eps
@@ -189,10 +199,11 @@ def _loop(raw0, curve0, data, center, key, s: _Settings, opt, hyper, *, steps, h
         return raw, opt_state, -new_loss, grad, jnp.bool_(True)
 
     def batch_step(st: _State):
-        rows = data[jax.random.randint(jax.random.fold_in(key, st.step), (batch_size,), 0, n)]
-        value_b, grad = jax.value_and_grad(loss)(st.raw, rows)
+        idx = jax.random.randint(jax.random.fold_in(key, st.step), (batch_size,), 0, n)
+        rows, w = data[idx], None if weight is None else weight[idx]
+        value_b, grad = jax.value_and_grad(loss)(st.raw, rows, w)
         updates, opt_state = opt.update(grad, st.opt_state, st.raw, value=value_b, grad=grad,
-                                        value_fn=lambda r: loss(r, rows))
+                                        value_fn=lambda r: loss(r, rows, w))
         raw = optax.apply_updates(st.raw, updates)
         due = ((st.step + 1) % eval_every == 0) | (st.step + 1 == steps)
         value = jax.lax.cond(due, lambda: -full_loss(raw), lambda: st.value)
@@ -234,17 +245,18 @@ def _loop(raw0, curve0, data, center, key, s: _Settings, opt, hyper, *, steps, h
 @functools.partial(jax.jit, static_argnames=(
     "k", "covariance_type", "init", "steps", "opt", "batch_size", "eval_every", "block_size",
     "verbose"))
-def _fit(x, init_key, shuffle_key, user_init, s: _Settings, hyper, *, k, covariance_type, init,
-         steps, opt, batch_size, eval_every, block_size, verbose) -> GradientResult:
+def _fit(x, weight, init_key, shuffle_key, user_init, s: _Settings, hyper, *, k,
+         covariance_type, init, steps, opt, batch_size, eval_every, block_size,
+         verbose) -> GradientResult:
     """Initialise as EM does, then run the optimiser: one compiled program."""
     params0 = initialize(init_key, x, k, covariance_type, init, s.reg_covar,
-                         block_size=block_size, **user_init)
-    data, center, cached = e_step_data(x, covariance_type)
+                         block_size=block_size, sample_weight=weight, **user_init)
+    data, center, cached = e_step_data(x, covariance_type, weight=weight)
     how = _Data(covariance_type, block_size, cached)
-    terms0 = density_terms(params0, center, x.dtype)
-    curve0 = terms_moments(terms0, data, center, covariance_type, block_size, cached)[0] / x.shape[0]
+    stats0 = stats_of(params0, data, center, block_size, cached, weight)
+    curve0 = stats0.mean_log_likelihood  # EM's curve[0], the same computation
     raw0 = to_unconstrained(params0, s.reg_covar)
-    st = _loop(raw0, curve0, data, center, shuffle_key, s, opt, hyper, steps=steps,
+    st = _loop(raw0, curve0, data, weight, center, shuffle_key, s, opt, hyper, steps=steps,
                how=how, batch_size=batch_size, eval_every=eval_every, verbose=verbose)
     at_start = st.best_iter == 0
     params = _pick(at_start, params0, from_unconstrained(st.best_raw, s.reg_covar))
@@ -276,6 +288,7 @@ def fit_gradient(
     clip_norm: float | None = None,
     block_size: int | None = None,
     verbose: int = 0,
+    sample_weight: ArrayLike | None = None,
     **optimizer_kwargs,
 ) -> GradientResult:
     r"""Fit a Gaussian mixture by gradient ascent on the mean log-likelihood (optax).
@@ -316,6 +329,8 @@ def fit_gradient(
       clip_norm: clip the gradient to this global norm first.
       block_size: rows per block of the E-step (``None``: chosen from the sizes).
       verbose: ``N > 0`` reports progress every ``N`` steps (``mogjax.progress``).
+      sample_weight: (n,) row weights, as ``fit_em``: the same weighted objective
+        and the same weighted start (mini-batches weigh their rows too).
       **optimizer_kwargs: hyperparameters of the named optimiser (``momentum``,
         ``b1``, ``weight_decay``, ``memory_size``, ...).
 
@@ -343,9 +358,10 @@ def fit_gradient(
     """
     x = v.check_data(x)
     n, d = x.shape
+    weight = v.check_sample_weight(sample_weight, n, x.dtype)
     k, init, _, _, tol, reg_covar = v.check_fit_settings(
         k, init_params, covariance_type, init, 0, 1, 0.0 if tol is None else tol, reg_covar)
-    v.check_enough_samples(n, k)
+    v.check_enough_samples(n if weight is None else int(jnp.sum(weight > 0)), k)
     user_init = v.check_user_init(init_params, k, d, covariance_type)
     steps = v.check_int(steps, "steps", 1)
     patience, _ = v.check_stop_rule(patience, None)
@@ -367,7 +383,7 @@ def fit_gradient(
     dtype = x.dtype
     settings = _Settings(jnp.asarray(tol, dtype), jnp.int32(patience),
                          jnp.asarray(grad_tol, dtype), jnp.asarray(reg_covar, dtype))
-    result = _fit(x, init_key, shuffle_key, user_init, settings, hyper, k=k,
+    result = _fit(x, weight, init_key, shuffle_key, user_init, settings, hyper, k=k,
                   covariance_type=covariance_type, init=init, steps=steps, opt=opt,
                   batch_size=batch_size, eval_every=eval_every, block_size=block_size,
                   verbose=v.check_int(verbose, "verbose", 0))

@@ -83,11 +83,13 @@ def nearest_center(x: Array, centers: Array, k=None) -> Array:
     return jax.lax.fori_loop(0, k, body, start)[1]
 
 
-def kmeans_plusplus(key: Array, x: Array, k: int) -> Array:
+def kmeans_plusplus(key: Array, x: Array, k: int, sample_weight: Array | None = None) -> Array:
     """Greedy k-means++ centers chosen among the points: (n, d) -> (k, d).
 
     Each new center is the best of ``2 + floor(log k)`` candidates drawn with
-    probability proportional to the squared distance to the nearest center so far.
+    probability proportional to the squared distance to the nearest center so far
+    (times the sample weight, when given: the first center is drawn by weight, and the
+    best candidate is the one of least weighted inertia).
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -101,19 +103,25 @@ def kmeans_plusplus(key: Array, x: Array, k: int) -> Array:
     xc = x - jnp.mean(x, axis=0)
     xx = jnp.sum(xc * xc, axis=1)
     key, first_key = jax.random.split(key)
-    first = jax.random.randint(first_key, (), 0, n)
+    if sample_weight is None:
+        first = jax.random.randint(first_key, (), 0, n)
+        log_w, w = 0.0, 1.0
+    else:
+        log_w = jnp.where(sample_weight > 0, jnp.log(sample_weight), -jnp.inf)
+        first = jax.random.categorical(first_key, log_w)
+        w = sample_weight
     d2 = jnp.maximum(xx - 2.0 * xc @ xc[first] + xx[first], 0.0)
     centers = jnp.zeros((k, d), x.dtype).at[0].set(xc[first])
 
     def add_center(j, carry):
         centers, d2, key = carry
         key, sub = jax.random.split(key)
-        logits = jnp.where(d2 > 0, jnp.log(d2), -jnp.inf)
-        logits = jnp.where(jnp.any(d2 > 0), logits, 0.0)  # all covered: uniform
+        logits = jnp.where(d2 > 0, jnp.log(d2), -jnp.inf) + log_w
+        logits = jnp.where(jnp.any(jnp.isfinite(logits)), logits, log_w)  # all covered
         cand = jax.random.categorical(sub, logits, shape=(trials,))
         cand_d2 = jnp.maximum(xx[None] - 2.0 * xc[cand] @ xc.T + xx[cand][:, None], 0.0)
         new_d2 = jnp.minimum(d2[None], cand_d2)
-        best = jnp.argmin(jnp.sum(new_d2, axis=1))
+        best = jnp.argmin(jnp.sum(new_d2 * w, axis=1))
         return centers.at[j].set(xc[cand[best]]), new_d2[best], key
 
     centers, _, _ = jax.lax.fori_loop(1, k, add_center, (centers, d2, key))
@@ -127,54 +135,66 @@ class _LloydState(NamedTuple):
 
 
 def kmeans(
-    key: Array, x: Array, k: int, max_iter: int = 100, tol: float = 1e-4
+    key: Array, x: Array, k: int, max_iter: int = 100, tol: float = 1e-4,
+    sample_weight: Array | None = None,
 ) -> tuple[Array, Array]:
     """Lloyd's k-means from k-means++ centers, compiled as one ``while_loop``.
 
     Stops when the centers move less than ``tol`` times the mean feature variance
     (scikit-learn's rule) or after ``max_iter`` iterations; a cluster that empties
-    keeps its previous center.
+    keeps its previous center. With ``sample_weight`` (n,) the centers are weighted
+    means (and the variance a weighted one).
 
     Returns:
       ``(centers, labels)``: (k, d) and (n,).
     """
-    shift = jnp.mean(x, axis=0)
+    if sample_weight is None:
+        w, shift = jnp.ones(x.shape[0], x.dtype), jnp.mean(x, axis=0)
+        threshold = tol * jnp.mean(jnp.var(x, axis=0))
+    else:
+        w, shift = sample_weight, jnp.average(x, axis=0, weights=sample_weight)
+        threshold = tol * jnp.mean(jnp.average((x - shift) ** 2, axis=0, weights=w))
     xc = x - shift
-    threshold = tol * jnp.mean(jnp.var(x, axis=0))
 
     def labels_of(c):
         return jnp.argmin(_squared_distances(xc, c), axis=1)
 
     def body(s: _LloydState) -> _LloydState:
         labels = labels_of(s.centers)
-        sums = jax.ops.segment_sum(xc, labels, k)
-        counts = jax.ops.segment_sum(jnp.ones(xc.shape[0], xc.dtype), labels, k)
+        sums = jax.ops.segment_sum(xc if sample_weight is None else w[:, None] * xc, labels, k)
+        counts = jax.ops.segment_sum(w, labels, k)
         new = jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None], s.centers)
         return _LloydState(new, jnp.sum((new - s.centers) ** 2), s.step + 1)
 
     def cond(s: _LloydState):
         return (s.step < max_iter) & (s.moved > threshold)
 
-    c0 = kmeans_plusplus(key, x, k) - shift
+    c0 = kmeans_plusplus(key, x, k, sample_weight) - shift
     s = jax.lax.while_loop(cond, body, _LloydState(c0, jnp.asarray(jnp.inf, x.dtype),
                                                    jnp.int32(0)))
     return s.centers + shift, labels_of(s.centers)
 
 
-def initial_responsibilities(key: Array, x: Array, k: int, method: str) -> Array:
-    """The (n, k) assignment a method starts from (one-hot except for ``"random"``)."""
+def initial_responsibilities(key: Array, x: Array, k: int, method: str,
+                             sample_weight: Array | None = None) -> Array:
+    """The (n, k) assignment a method starts from (one-hot except for ``"random"``).
+
+    With ``sample_weight`` the centers are drawn by weight (rows of weight 0 never
+    become centers) and k-means weighs its means.
+    """
     method = canonical_init(method)
     n = x.shape[0]
     if method == "random":
         resp = jax.random.uniform(key, (n, k), x.dtype)
         return resp / jnp.sum(resp, axis=1, keepdims=True)
     if method == "kmeans":
-        _, labels = kmeans(key, x, k)
+        _, labels = kmeans(key, x, k, sample_weight=sample_weight)
     else:
         if method == "kmeans++":
-            centers = kmeans_plusplus(key, x, k)
+            centers = kmeans_plusplus(key, x, k, sample_weight)
         else:
-            centers = x[jax.random.choice(key, n, (k,), replace=False)]
+            p = None if sample_weight is None else sample_weight / jnp.sum(sample_weight)
+            centers = x[jax.random.choice(key, n, (k,), replace=False, p=p)]
         labels = nearest_center(x, centers)
     return jax.nn.one_hot(labels, k, dtype=x.dtype)
 
@@ -192,6 +212,7 @@ def initialize(
     precisions: Array | None = None,
     equal_weights: bool = False,
     block_size: int | None = None,
+    sample_weight: Array | None = None,
 ) -> MixtureParams:
     """Initial mixture parameters: ``method``'s assignment, then one M-step.
 
@@ -207,6 +228,8 @@ def initialize(
         the caller; they replace what the method gives.
       equal_weights: start (and stay, for EM) at ``pi_j = 1/k``.
       block_size: rows per block of the statistics (``None``: chosen from the size).
+      sample_weight: (n,) non-negative weights of the rows (``None``: all 1): the
+        assignment and the M-step are weighted.
 
     Returns:
       ``MixtureParams``.
@@ -220,7 +243,9 @@ def initialize(
     """
     dtype = x.dtype
     if weights is None or means is None or (precisions is None and covariance_type != "identity"):
-        resp = initial_responsibilities(key, x, k, method)
+        resp = initial_responsibilities(key, x, k, method, sample_weight)
+        if sample_weight is not None:
+            resp = resp * sample_weight[:, None]
         stats = accumulate(x, resp, covariance_type, block_size=block_size)
         params = m_step(stats, reg_covar, equal_weights=equal_weights)
     else:

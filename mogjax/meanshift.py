@@ -109,7 +109,7 @@ def mean_shift_step(points: ArrayLike, x: ArrayLike, bandwidth, *, block_size=No
 
 @functools.partial(jax.jit, static_argnames=("max_iter", "rows", "tile", "blurring",
                                              "by_seed", "exact"))
-def _mean_shift_compiled(x, w, seeds, bandwidth, tol, merge_radius, orphan_radius,
+def _mean_shift_compiled(x, w, mult, seeds, bandwidth, tol, merge_radius, orphan_radius,
                          cluster_all, *, max_iter, rows, tile, blurring, by_seed, exact):
     """Iterate, merge the limits into modes, label and sort: one program."""
     center = jnp.sum(w[:, None] * x, axis=0) / jnp.sum(w)
@@ -127,7 +127,7 @@ def _mean_shift_compiled(x, w, seeds, bandwidth, tol, merge_radius, orphan_radiu
     label, centers = rank[label], centers[order]  # largest first; ties: denser first
     far = jnp.sum((xc - centers[label]) ** 2, axis=1) > orphan_radius**2
     label = jnp.where(far & ~cluster_all, -1, label)
-    kept = jnp.where(label >= 0, w, 0).astype(jnp.int32)
+    kept = jnp.where(label >= 0, mult, 0)
     counts = jax.ops.segment_sum(kept, jnp.maximum(label, 0), size)
     done = jnp.arange(max_iter) < s.it
     evals = jnp.sum(jnp.where(done, s.n_active[:-1], 0).astype(x.dtype)) * x.shape[0]
@@ -173,7 +173,7 @@ def mean_shift(
     x: ArrayLike, bandwidth: float, *, max_iter: int = 300, tol: float = 1e-3,
     seeds=None, bin_seeding: bool = False, min_bin_freq: int = 1,
     cluster_all: bool = True, merge_radius: float | None = None,
-    blurring: bool = False, block_size=None,
+    blurring: bool = False, block_size=None, sample_weight=None,
 ) -> MeanShiftResult:
     r"""Gaussian mean shift clustering: loop, merge and labels in one program.
 
@@ -208,6 +208,10 @@ def mean_shift(
         stop together when none moves more than ``tol * bandwidth``.
       block_size: seeds per block (default 512), or a pair (seeds per block, data
         rows per tile); peak memory is O(block x tile).
+      sample_weight: (n,) non-negative row weights: the density is the weighted
+        kernel estimate :math:`\sum_i w_i K(x_i, p)` (identical rows add their
+        weights; a row of weight 0 adds nothing to the density but is still a seed
+        and labelled). ``counts`` still counts points.
 
     Returns:
       ``MeanShiftResult``.
@@ -235,7 +239,10 @@ def mean_shift(
         raise ValueError("blurring=True moves the data itself: seeds and bin_seeding "
                          "cannot be given")
     xn = np.asarray(x)
-    data, inverse, weights = _unique(xn)
+    data, inverse, mult = _unique(xn)
+    weights = mult if sample_weight is None else np.bincount(
+        inverse, weights=np.asarray(v.check_sample_weight(sample_weight, len(xn), np.float64)),
+        minlength=len(data))
     by_seed = seeds is None and not bin_seeding  # label: the cluster of its own limit
     if seeds is not None:
         s = np.asarray(v.check_data(seeds, "seeds"), xn.dtype)
@@ -251,7 +258,8 @@ def mean_shift(
     exact = needs_exact(float(spread), bandwidth, xn.dtype)
     rows, tile = block_shape(len(seeds), len(data), d, block_size, exact)
     res, k = _mean_shift_compiled(
-        jnp.asarray(data), jnp.asarray(weights, x.dtype), jnp.asarray(seeds), bandwidth,
+        jnp.asarray(data), jnp.asarray(weights, x.dtype), jnp.asarray(mult, jnp.int32),
+        jnp.asarray(seeds), bandwidth,
         tol, merge_radius, bandwidth * math.sqrt(d + 2), bool(cluster_all),
         max_iter=max_iter, rows=rows, tile=tile, blurring=bool(blurring),
         by_seed=by_seed, exact=exact)

@@ -8,7 +8,6 @@ Curves and scores report the mean per sample, ``log L / n`` (scikit-learn's
 
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -149,11 +148,26 @@ def score_samples(params: MixtureParams, x: ArrayLike) -> Array:
     return _blocks.map_over_blocks(fn, [x], _block_rows(params, x))
 
 
-@jax.jit
-def log_likelihood(params: MixtureParams, x: ArrayLike) -> Array:
-    r"""Total log-likelihood :math:`\sum_i \log \sum_j \pi_j f_j(x_i)` (a scalar).
+def _check_weight(x: Array, sample_weight) -> Array | None:
+    if sample_weight is None:
+        return None
+    w = jnp.asarray(sample_weight, x.dtype)
+    if w.shape != (x.shape[0],):
+        raise ValueError(f"sample_weight must have shape ({x.shape[0]},), got {w.shape}")
+    return w
 
-    Memory is bounded: the data are processed in blocks of rows.
+
+def _total_weight(x: Array, w: Array | None) -> Array:
+    return jnp.asarray(x.shape[0], x.dtype) if w is None else jnp.sum(w)
+
+
+@jax.jit
+def log_likelihood(params: MixtureParams, x: ArrayLike, sample_weight=None) -> Array:
+    r"""Total log-likelihood :math:`\sum_i w_i \log \sum_j \pi_j f_j(x_i)` (a scalar).
+
+    ``sample_weight`` (n,) weighs the rows (``None``: all 1; a row of weight 0
+    counts for nothing, even where its density underflows). Memory is bounded: the
+    data are processed in blocks of rows.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -162,15 +176,21 @@ def log_likelihood(params: MixtureParams, x: ArrayLike) -> Array:
       -1.8379
     """
     x = _check_x(params, x)
-    fn = lambda xb: jnp.sum(jax.nn.logsumexp(log_prob_components(params, xb), axis=-1))
-    return _blocks.sum_over_blocks(fn, [x], _block_rows(params, x))
+    w = _check_weight(x, sample_weight)
+    row = lambda xb: jax.nn.logsumexp(log_prob_components(params, xb), axis=-1)
+    if w is None:
+        return _blocks.sum_over_blocks(lambda xb: jnp.sum(row(xb)), [x], _block_rows(params, x))
+    fn = lambda xb, wb: jnp.sum(jnp.where(wb > 0, wb * row(xb), 0.0))
+    return _blocks.sum_over_blocks(fn, [x, w], _block_rows(params, x))
 
 
 @jax.jit
-def mean_log_likelihood(params: MixtureParams, x: ArrayLike) -> Array:
-    """``log_likelihood(params, x) / n``: scikit-learn's ``score``, EM's curve unit."""
+def mean_log_likelihood(params: MixtureParams, x: ArrayLike, sample_weight=None) -> Array:
+    """``log_likelihood / n`` (weighted: over the total weight): scikit-learn's
+    ``score``, the fits' curve unit."""
     x = _check_x(params, x)
-    return log_likelihood(params, x) / x.shape[0]
+    w = _check_weight(x, sample_weight)
+    return log_likelihood(params, x, w) / _total_weight(x, w)
 
 
 @jax.jit
@@ -259,17 +279,24 @@ def n_parameters(params: MixtureParams) -> int:
 
 
 @jax.jit
-def bic(params: MixtureParams, x: ArrayLike) -> Array:
-    """Bayesian information criterion ``-2 log L + n_parameters log n`` (lower is better)."""
+def bic(params: MixtureParams, x: ArrayLike, sample_weight=None) -> Array:
+    """Bayesian information criterion ``-2 log L + n_parameters log n`` (lower is better).
+
+    With ``sample_weight``, ``log L`` is the weighted total and ``n`` the total
+    weight: integer weights give the criterion of the repeated rows.
+    """
     x = _check_x(params, x)
-    return -2.0 * log_likelihood(params, x) + n_parameters(params) * math.log(x.shape[0])
+    w = _check_weight(x, sample_weight)
+    return -2.0 * log_likelihood(params, x, w) + n_parameters(params) * jnp.log(_total_weight(x, w))
 
 
 @jax.jit
-def aic(params: MixtureParams, x: ArrayLike) -> Array:
-    """Akaike information criterion ``-2 log L + 2 n_parameters`` (lower is better)."""
+def aic(params: MixtureParams, x: ArrayLike, sample_weight=None) -> Array:
+    """Akaike information criterion ``-2 log L + 2 n_parameters`` (lower is better);
+    ``log L`` weighted as in ``bic``."""
     x = _check_x(params, x)
-    return -2.0 * log_likelihood(params, x) + 2 * n_parameters(params)
+    w = _check_weight(x, sample_weight)
+    return -2.0 * log_likelihood(params, x, w) + 2 * n_parameters(params)
 
 
 def is_finite(params: MixtureParams) -> Array:

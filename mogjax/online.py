@@ -34,7 +34,10 @@ import numpy as np
 from mogjax import _validation as v
 from mogjax._typing import Array
 from mogjax.chunked import chunk_statistics, full_pass
-from mogjax.chunks import as_source, checked_chunks, is_chunked, padded, rebatch, summarize
+from mogjax.chunks import (
+    as_source, checked_chunks, is_chunked, padded, rebatch, summarize, with_weights,
+)
+from mogjax.estep import data_center
 from mogjax.init import INIT_SAMPLE, initialize_compiled
 from mogjax.mixture import MixtureParams, is_finite, mean_log_likelihood
 from mogjax.suffstats import SufficientStats, m_step
@@ -80,12 +83,15 @@ def blend(running: SufficientStats, new: SufficientStats, eta) -> SufficientStat
     return out.replace(center=running.center)
 
 
-@functools.partial(jax.jit, static_argnames=("equal_weights", "block_size"))
+@functools.partial(jax.jit, static_argnames=("equal_weights", "block_size", "weighted"))
 def online_step(
     params: MixtureParams, running: SufficientStats, batch: Array, n_valid, eta, reg_covar,
-    *, equal_weights: bool = False, block_size: int | None = None,
+    *, equal_weights: bool = False, block_size: int | None = None, weighted: bool = False,
 ):
     """One stepwise-EM step on the first ``n_valid`` rows of ``batch`` (b, d). Jitted.
+
+    With ``weighted`` the batch's last column holds the rows' weights and the step
+    blends the batch's statistics per unit of weight.
 
     Returns:
       ``(params, running, batch_mean_log_likelihood, ok)``: the new parameters and
@@ -93,7 +99,8 @@ def online_step(
       ``ok = False``), and the batch's mean log-likelihood under the *incoming*
       parameters.
     """
-    stats = chunk_statistics(params, batch, n_valid, running.center, block_size=block_size)
+    stats = chunk_statistics(params, batch, n_valid, running.center, block_size=block_size,
+                             weighted=weighted)
     new_running = blend(running, per_point(stats), eta)
     new_params = m_step(new_running, reg_covar, equal_weights=equal_weights)
     ok = is_finite(new_params) & jnp.isfinite(stats.log_likelihood)
@@ -142,6 +149,7 @@ def fit_online_em(
     init_params=None,
     equal_weights: bool = False,
     block_size: int | None = None,
+    sample_weight=None,
 ) -> OnlineResult:
     r"""Fit a Gaussian mixture by online (stepwise) EM over a stream of rows.
 
@@ -169,6 +177,9 @@ def fit_online_em(
         ``curve[0]`` is then the first batch's score under the initial parameters.
       eval_every: steps between curve entries.
       block_size: rows per block inside a batch.
+      sample_weight: the rows' weights: one 1-D array or chunked 1-D weights parallel
+        to ``stream`` (``mogjax.chunks.with_weights``); each batch's statistics are
+        blended per unit of weight.
 
     Returns:
       ``OnlineResult``.
@@ -198,23 +209,30 @@ def fit_online_em(
         None if max_steps is None else v.check_int(max_steps, "max_steps", 1),
     )
     source = as_source(stream, batch_size)
+    weighted = sample_weight is not None
+    if weighted:
+        source = with_weights(source, sample_weight)
     if n_epochs > 1 and not source.reiterable:
         raise ValueError(f"n_epochs={n_epochs} needs a re-readable stream, not a one-shot iterator")
     chunks = itertools.chain.from_iterable(checked_chunks(source) for _ in range(n_epochs))
     head, first = _read_head(chunks, init_sample)
     dtype = np.dtype(v.float_dtype(first.dtype))
-    v.check_enough_samples(first.shape[0], k)
-    user_init = v.check_user_init(init_params, k, first.shape[1], covariance_type)
-    evaluate = None if eval_data is None else _eval_fn(eval_data, first.shape[1], dtype)
     first = jnp.asarray(first, dtype)
+    first, first_w = (first[:, :-1], first[:, -1]) if weighted else (first, None)
+    d = first.shape[1]
+    v.check_enough_samples(first.shape[0], k)
+    user_init = v.check_user_init(init_params, k, d, covariance_type)
+    evaluate = None if eval_data is None else _eval_fn(eval_data, d, dtype)
     reg = jnp.asarray(reg_covar, dtype)
     params = initialize_compiled(
         v.split_keys(seed, 1)[0], first, k=k, covariance_type=covariance_type, method=init,
-        reg_covar=reg, equal_weights=bool(equal_weights), block_size=None, **user_init)
+        reg_covar=reg, equal_weights=bool(equal_weights), block_size=None,
+        sample_weight=first_w, **user_init)
     step = functools.partial(online_step, reg_covar=reg, equal_weights=bool(equal_weights),
-                             block_size=block_size)
+                             block_size=block_size, weighted=weighted)
     batches = rebatch(itertools.chain(head, chunks), batch_size)
-    return _run(params, jnp.mean(first, axis=0), batches, batch_size, step, rate, evaluate)
+    center = data_center(first, first_w)
+    return _run(params, center, batches, batch_size, step, rate, evaluate, weighted)
 
 
 class _Rate(NamedTuple):
@@ -261,13 +279,17 @@ class _Recorder:
         self.window = []
 
 
-def _run(params, center, batches, batch_size: int, step, rate: _Rate, evaluate) -> OnlineResult:
+def _run(params, center, batches, batch_size: int, step, rate: _Rate, evaluate,
+         weighted: bool) -> OnlineResult:
     """Step through the batches (one in flight at a time) and record the curve."""
     dtype = center.dtype
     shapes = jax.eval_shape(chunk_statistics, params,
                             jax.ShapeDtypeStruct((batch_size, center.shape[0]), dtype), 0, center)
     running = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes).replace(center=center)
-    fill, rec, t, n_seen = np.asarray(center), _Recorder(evaluate, params), 0, 0
+    fill = np.asarray(center)
+    if weighted:  # padding rows weigh 0
+        fill = np.concatenate([fill, np.zeros(1, fill.dtype)])
+    rec, t, n_seen = _Recorder(evaluate, params), 0, 0
     for batch in batches:
         if rate.max_steps is not None and t >= rate.max_steps:
             break

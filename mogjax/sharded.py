@@ -51,19 +51,27 @@ from mogjax.suffstats import SufficientStats, stats_from_moments
 
 
 def _local_rows(x_local: Array, layout: ShardLayout):
-    """(mask (r,), global center (d,), rows with the padding moved onto the center)."""
+    """(row weights (r,): 0 for padding, global (weighted) center (d,), the rows with
+    the padding moved onto the center)."""
     valid = jnp.asarray(layout.shard_counts)[jax.lax.axis_index(layout.axis_name)]
     mask = jnp.arange(x_local.shape[0]) < valid
-    total = jnp.sum(jnp.where(mask[:, None], x_local, 0.0), axis=0)
-    center = jax.lax.psum(total, layout.axis_name) / layout.n_samples
-    return mask, center, jnp.where(mask[:, None], x_local, center)
+    if layout.weighted:
+        weight, x_local = jnp.where(mask, x_local[:, -1], 0.0), x_local[:, :-1]
+        total = jnp.sum(weight[:, None] * x_local, axis=0)
+        mass = jax.lax.psum(jnp.sum(weight), layout.axis_name)
+    else:
+        weight, mass = mask, layout.n_samples
+        total = jnp.sum(jnp.where(mask[:, None], x_local, 0.0), axis=0)
+    center = jax.lax.psum(total, layout.axis_name) / mass
+    return weight, center, jnp.where(mask[:, None], x_local, center)
 
 
-def _sharded_e_step(params, data, mask, center, layout, block_size, data_are_features):
+def _sharded_e_step(params, data, weight, center, layout, block_size, data_are_features):
     """Statistics of this device's rows, summed over the mesh: replicated."""
-    local = e_step_moments(params, data, center, block_size, data_are_features, weight=mask)
+    local = e_step_moments(params, data, center, block_size, data_are_features, weight=weight)
     ll, counts, moments = jax.lax.psum(local, layout.axis_name)
-    n = jnp.asarray(layout.n_samples, data.dtype)
+    n = (jax.lax.psum(jnp.sum(weight), layout.axis_name) if layout.weighted
+         else jnp.asarray(layout.n_samples, data.dtype))
     return stats_from_moments(n, ll, center, counts, moments, params.covariance_type)
 
 
@@ -94,28 +102,33 @@ def _init_sample_rows(key: Array, n: int, m: int) -> Array:
     ),
 )
 def _fit_sharded_compiled(
-    x, keys, user_init, tol, reg_covar, *, layout, k, covariance_type, init,
+    x, keys, user_init, tol, reg_covar, patience, *, layout, k, covariance_type, init,
     max_iter, equal_weights, block_size, init_sample, needs_data,
 ) -> FitResult:
     """One program: initialise and run EM for every key; return the best run."""
-    n, d = layout.n_samples, x.shape[1]
+    n, d = layout.n_samples, x.shape[1] - layout.weighted
 
-    def per_device(x_local, keys, user_init, tol, reg_covar):
-        mask, center, x_local = _local_rows(x_local, layout)
+    def per_device(x_stored, keys, user_init, tol, reg_covar, patience):
+        weight, center, x_local = _local_rows(x_stored, layout)
         data, _, cached = e_step_data(x_local, covariance_type, center)
-        e_step_fn = lambda p: _sharded_e_step(p, data, mask, center, layout, block_size, cached)
+        e_step_fn = lambda p: _sharded_e_step(p, data, weight, center, layout, block_size,
+                                              cached)
 
         def one_run(key):
+            w_init = None
             if needs_data:
                 rows = _init_sample_rows(jax.random.fold_in(key, 1), n, init_sample)
-                x_init = _gather_rows(x_local, rows, layout)
+                x_init = _gather_rows(x_stored, rows, layout)
+                if layout.weighted:
+                    x_init, w_init = x_init[:, :-1], x_init[:, -1]
             else:  # every value given: initialize only reads the shape and dtype
                 x_init = jnp.zeros((k, d), x_local.dtype)
             params = initialize(
-                key, x_init, k, covariance_type, init, reg_covar,
-                equal_weights=equal_weights, block_size=block_size, **user_init,
+                key, x_init, k, covariance_type, init, reg_covar, equal_weights=equal_weights,
+                block_size=block_size, sample_weight=w_init, **user_init,
             )
-            return em_loop(e_step_fn, params, tol, reg_covar, max_iter, equal_weights)
+            return em_loop(e_step_fn, params, tol, reg_covar, max_iter, equal_weights,
+                           patience=patience)
 
         if keys.shape[0] == 1:
             runs = jax.tree.map(lambda a: a[None], one_run(keys[0]))
@@ -125,16 +138,16 @@ def _fit_sharded_compiled(
 
     axis = layout.axis_name
     fit = jax.shard_map(
-        per_device, mesh=layout.mesh, in_specs=(P(axis), P(), P(), P(), P()), out_specs=P()
-    )
-    return fit(x, keys, user_init, tol, reg_covar)
+        per_device, mesh=layout.mesh, in_specs=(P(axis), P(), P(), P(), P(), P()),
+        out_specs=P())
+    return fit(x, keys, user_init, tol, reg_covar, patience)
 
 
 @functools.partial(jax.jit, static_argnames=("layout", "block_size"))
 def _e_step_compiled(params, x, *, layout, block_size):
     def per_device(params, x_local):
-        mask, center, x_local = _local_rows(x_local, layout)
-        return _sharded_e_step(params, x_local, mask, center, layout, block_size, False)
+        weight, center, x_local = _local_rows(x_local, layout)
+        return _sharded_e_step(params, x_local, weight, center, layout, block_size, False)
 
     axis = layout.axis_name
     return jax.shard_map(per_device, mesh=layout.mesh, in_specs=(P(), P(axis)), out_specs=P())(
@@ -165,7 +178,7 @@ def e_step_sharded(
     """
     if not isinstance(data, ShardedData):
         raise TypeError(f"data must come from shard_rows, got {type(data).__name__}")
-    if params.n_features != data.x.shape[1]:
+    if params.n_features != data.x.shape[1] - data.layout.weighted:
         raise ValueError(f"data has {data.x.shape[1]} features, params {params.n_features}")
     return _e_step_compiled(params, data.x, layout=data.layout, block_size=block_size)
 
@@ -187,6 +200,8 @@ def fit_em_sharded(
     equal_weights: bool = False,
     block_size: int | None = None,
     init_sample: int = INIT_SAMPLE,
+    patience: int = 1,
+    sample_weight: ArrayLike | None = None,
 ) -> FitResult:
     r"""``fit_em`` with the rows sharded over the devices (and processes) of a mesh.
 
@@ -207,8 +222,11 @@ def fit_em_sharded(
       x: the rows this process holds, (n_local, d) (all of them with one process),
         or ``ShardedData`` from ``shard_rows`` (then ``mesh`` must be ``None``).
       k, covariance_type, init, max_iter, tol, reg_covar, n_init, seed,
-        init_params, equal_weights, block_size: as ``fit_em`` (``block_size`` is
-        per device). With several processes every process passes the same values.
+        init_params, equal_weights, block_size, patience: as ``fit_em``
+        (``block_size`` is per device). With several processes every process passes
+        the same values.
+      sample_weight: the local rows' weights (n_local,), as ``fit_em``'s (with
+        ``ShardedData``, give them to ``shard_rows`` instead).
       mesh: a 1-D mesh (default: all devices, axis ``axis_name``).
       axis_name: the mesh axis holding the rows.
       init_sample: most rows the initialisation sees (>= k).
@@ -228,12 +246,13 @@ def fit_em_sharded(
       [-5, 5]
     """
     if isinstance(x, ShardedData):
-        if mesh is not None:
-            raise ValueError("Pass mesh to shard_rows, not with ShardedData")
+        if mesh is not None or sample_weight is not None:
+            raise ValueError("Pass mesh and sample_weight to shard_rows, not with ShardedData")
         data = x
     else:
-        data = shard_rows(x, mesh, axis_name=axis_name)
-    n, d = data.n_samples, data.x.shape[1]
+        data = shard_rows(x, mesh, axis_name=axis_name, sample_weight=sample_weight)
+    n, d = data.n_samples, data.x.shape[1] - data.layout.weighted
+    patience, _ = v.check_stop_rule(patience, None)
     k, init, max_iter, n_init, tol, reg_covar = v.check_fit_settings(
         k, init_params, covariance_type, init, max_iter, n_init, tol, reg_covar)
     init_sample = v.check_int(init_sample, "init_sample", k)
@@ -248,7 +267,7 @@ def fit_em_sharded(
     dtype = data.x.dtype
     best = _fit_sharded_compiled(
         data.x, v.split_keys(seed, n_init), user_init, jnp.asarray(tol, dtype),
-        jnp.asarray(reg_covar, dtype), layout=data.layout, k=k,
+        jnp.asarray(reg_covar, dtype), jnp.int32(patience), layout=data.layout, k=k,
         covariance_type=covariance_type, init=init, max_iter=max_iter,
         equal_weights=bool(equal_weights), block_size=block_size,
         init_sample=min(init_sample, n), needs_data=needs_data,

@@ -35,6 +35,7 @@ class ShardLayout:
     axis_name: str
     shard_counts: tuple[int, ...]
     rows_per_shard: int
+    weighted: bool = False  # the last column of x holds the rows' sample weights
 
     @property
     def n_samples(self) -> int:
@@ -106,7 +107,8 @@ def make_layout(mesh: Mesh, axis_name: str, rows_per_process) -> ShardLayout:
 
 
 def shard_rows(
-    x: ArrayLike, mesh: Mesh | None = None, *, axis_name: str = DATA_AXIS
+    x: ArrayLike, mesh: Mesh | None = None, *, axis_name: str = DATA_AXIS,
+    sample_weight: ArrayLike | None = None,
 ) -> ShardedData:
     """Place the rows this process holds over its devices of a 1-D mesh.
 
@@ -121,6 +123,8 @@ def shard_rows(
       mesh: a 1-D mesh with axis ``axis_name`` (default: every device, in
         ``jax.devices()`` order).
       axis_name: the mesh axis the rows are split over.
+      sample_weight: the local rows' weights, (n_local,) (``None``: unweighted);
+        they travel with the rows as a last column of ``x`` (``layout.weighted``).
 
     Returns:
       ``ShardedData`` with ``x`` of shape (n_shards * rows_per_shard, d), sharded
@@ -135,6 +139,10 @@ def shard_rows(
     x = np.asarray(v.check_data(x))
     mesh = default_mesh(axis_name) if mesh is None else _check_mesh(mesh, axis_name)
     layout = make_layout(mesh, axis_name, _rows_per_process(*x.shape))
+    if sample_weight is not None:
+        w = np.asarray(v.check_sample_weight(sample_weight, x.shape[0], x.dtype))
+        x = np.concatenate([x, w[:, None]], axis=1)
+        layout = dataclasses.replace(layout, weighted=True)
     n_local_devices = sum(dev.process_index == jax.process_index() for dev in mesh.devices.flat)
     local = np.zeros((layout.rows_per_shard * n_local_devices, x.shape[1]), x.dtype)
     local[: x.shape[0]] = x
