@@ -223,15 +223,7 @@ def test_estimator_warm_start_matches_sklearn(problems):
             assert_estimators_agree(est, sk, x)
 
 
-EXPECTED_FAILURES = {
-    # mogjax's data check (shared with GaussianMixture, mogjax/_validation.py) says
-    # "reshape a single feature with x.reshape(-1, 1)"; this check looks for
-    # scikit-learn's capitalised "Reshape your data".
-    "check_fit2d_predict1d": "mogjax's 1-D input message lacks 'Reshape your data'",
-}
-
-
-@parametrize_with_checks([BayesianGaussianMixture()],
-                         expected_failed_checks=lambda est: EXPECTED_FAILURES)
+@parametrize_with_checks([BayesianGaussianMixture()])
 def test_sklearn_estimator_checks(estimator, check):
+    """Every check of scikit-learn's passes (the one skipped needs SCIPY_ARRAY_API)."""
     check(estimator)
