@@ -8,7 +8,6 @@ from mogjax.batched import fit_em_seeds
 from mogjax.datasets import load_iris, load_old_faithful, make_mixture
 from mogjax.em import e_step, em_step, fit_em
 from mogjax.bandwidth import estimate_bandwidth
-from mogjax.estimators import GaussianMixture, MeanShift
 from mogjax.gradient import GradientResult, fit_gradient
 from mogjax.gaussian import (
     COVARIANCE_TYPES,
@@ -96,3 +95,13 @@ __all__ = [
     "VariationalResult",
     "fit_variational",
 ]
+
+
+def __getattr__(name):
+    """``GaussianMixture`` and ``MeanShift`` on first use: they import scikit-learn,
+    which the functional core does not need (PEP 562)."""
+    if name in ("GaussianMixture", "MeanShift"):
+        from mogjax import estimators
+
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'mogjax' has no attribute {name!r}")

@@ -30,8 +30,25 @@ def float_dtype(dtype=None):
     return jnp.result_type(float)
 
 
+def _is_sparse(x) -> bool:
+    """A SciPy sparse matrix or array (without importing SciPy)."""
+    return type(x).__module__.startswith("scipy.sparse")
+
+
 def check_data(x, name: str = "X", *, n_features: int | None = None) -> Array:
-    """Validate a data matrix and return it as a JAX float array of shape (n, d)."""
+    """Validate a data matrix and return it as a JAX float array of shape (n, d).
+
+    Accepts what ``np.asarray`` makes a 2-D array of numbers: NumPy and JAX arrays,
+    lists, pandas DataFrames, object arrays holding numbers. The dtype is
+    ``float_dtype``'s. Errors name the problem, with scikit-learn's words where it
+    has them: a sparse matrix, strings or objects that are not numbers
+    (``TypeError``); complex values, a rank other than 2, no rows or no columns,
+    NaN or infinity, a feature count other than ``n_features`` (``ValueError``).
+    """
+    if _is_sparse(x):
+        raise TypeError(
+            f"{name} is a sparse matrix ({type(x).__name__}), but dense data is "
+            f"required: pass {name}.toarray()")
     if isinstance(x, jax.Array):
         arr = x
     else:
@@ -40,31 +57,56 @@ def check_data(x, name: str = "X", *, n_features: int | None = None) -> Array:
         except (TypeError, ValueError) as err:
             raise TypeError(f"{name} must be a numeric array, got {type(x).__name__}") from err
     dtype = np.dtype(arr.dtype)
+    if dtype.kind == "c":
+        raise ValueError(f"Complex data not supported: {name} has dtype {dtype}")
+    if dtype.kind == "O":  # numbers held as Python objects, as scikit-learn takes them
+        missing = [i for i, value in enumerate(arr.flat) if value is None]
+        if missing:  # NumPy would make None a NaN
+            at = tuple(int(i) for i in np.unravel_index(missing[0], arr.shape))
+            raise TypeError(f"{name} must hold numbers only (numeric): None at {at}")
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{name} must hold numbers only (numeric): {err}") from err
+        dtype = arr.dtype
     if dtype.kind not in "biuf":
         raise TypeError(
             f"{name} must be numeric (bool, integer or float), got dtype {dtype}"
-            + (" (strings or objects)" if dtype.kind in "OUS" else "")
+            + (" (strings)" if dtype.kind in "US" else "")
         )
     if arr.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D array of shape (n_samples, n_features), got "
-            f"{arr.ndim}-D with shape {tuple(arr.shape)}; reshape a single feature "
-            "with x.reshape(-1, 1)"
+            f"{arr.ndim}-D with shape {tuple(arr.shape)}. Reshape your data: "
+            "x.reshape(-1, 1) if it has a single feature, x.reshape(1, -1) if it is a "
+            "single sample"
         )
+    shape = f"shape={tuple(arr.shape)}"
     if arr.shape[0] == 0:
-        raise ValueError(f"{name} has no rows (shape {tuple(arr.shape)}); at least 1 is required")
+        raise ValueError(f"{name} has no rows: found array with 0 sample(s) ({shape}) "
+                         "while a minimum of 1 is required.")
     if arr.shape[1] == 0:
-        raise ValueError(f"{name} has no columns (shape {tuple(arr.shape)}); at least 1 feature is required")
+        raise ValueError(f"{name} has no columns: found array with 0 feature(s) ({shape}) "
+                         "while a minimum of 1 is required.")
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(
             f"{name} has {arr.shape[1]} features, but the model was fitted with "
             f"{n_features} features"
         )
-    out = jnp.asarray(arr, dtype=float_dtype(dtype))
-    finite = jnp.isfinite(out)
-    if not bool(jnp.all(finite)):
-        what = "NaN" if bool(jnp.any(jnp.isnan(out))) else "infinity"
-        bad = np.argwhere(~np.asarray(finite))[0]
+    target = float_dtype(dtype)
+    if isinstance(arr, jax.Array):
+        out = arr.astype(target)
+        finite = jnp.isfinite(out)
+        all_finite = bool(jnp.all(finite))
+    else:  # checked on the host: no compiled program per shape
+        arr = np.asarray(arr, dtype=target)
+        finite = np.isfinite(arr)
+        all_finite = bool(finite.all())
+        out = jnp.asarray(arr)
+    if not all_finite:
+        finite = np.asarray(finite)
+        bad = np.argwhere(~finite)[0]
+        what = "NaN" if np.isnan(np.asarray(out)[bad[0], bad[1]]) else "infinity"
         raise ValueError(
             f"{name} contains {what} (first at row {bad[0]}, column {bad[1]}); "
             "remove or impute non-finite values"

@@ -26,14 +26,16 @@ def _squared_distances(xb: Array, x: Array) -> Array:
 
 def estimate_bandwidth(
     X: ArrayLike, quantile: float = 0.3, n_samples: int | None = None, seed: int = 0,
-    *, method: str = "quantile", block_size: int | None = None,
-) -> float:
+    *, method: str = "quantile", block_size: int | None = None, random_state=None,
+    n_jobs=None,
+) -> np.floating:
     r"""A bandwidth from the data: scikit-learn's rule, or Scott's or Silverman's.
 
     ``method="quantile"`` is ``sklearn.cluster.estimate_bandwidth``: the mean over
     the points of the distance to their ``max(1, int(quantile * n))``-th nearest
     neighbour (the point itself counting as the first), on ``n_samples`` points
-    drawn as scikit-learn draws them (``RandomState(seed).permutation``). It is a
+    drawn as scikit-learn draws them (``RandomState(seed).permutation``), so the
+    value is scikit-learn's (to rounding), a NumPy scalar of the data's dtype. It is a
     flat-kernel radius: the Gaussian sigma of the same spread is that over
     ``sqrt(d + 2)`` (what ``MeanShift(bandwidth=None)`` uses). Distances come in
     blocks of rows (memory O(block * n)); time is O(n^2).
@@ -45,18 +47,23 @@ def estimate_bandwidth(
 
     Args:
       X: data, (n, d).
-      quantile: in (0, 1]; 0.5 means the median neighbour.
+      quantile: in (0, 1]; 0.5 means the median neighbour (below ``1 / n``: the
+        nearest, the point itself, so the bandwidth is 0).
       n_samples: use this many points (default all), for ``"quantile"``.
       seed: integer seed of the subsample.
       method: ``"quantile"``, ``"scott"`` or ``"silverman"``.
       block_size: rows per block of distances (default about 2**21 / (n d)).
+      random_state: scikit-learn's name for ``seed`` (an int or a NumPy
+        ``RandomState``), so its calls run unchanged; given, it replaces ``seed``.
+      n_jobs: accepted for scikit-learn's calls; unused.
 
     Returns:
-      The bandwidth, a float.
+      The bandwidth, a NumPy scalar of the working dtype (``np.float64`` with x64,
+      else ``np.float32``), as scikit-learn returns ``np.float64``.
 
     Examples:
       >>> X = [[1, 1], [2, 1], [1, 0], [4, 7], [3, 5], [3, 6]]
-      >>> round(estimate_bandwidth(X, quantile=0.5), 3)
+      >>> round(float(estimate_bandwidth(X, quantile=0.5)), 3)
       1.619
     """
     x = v.check_data(X)
@@ -64,13 +71,19 @@ def estimate_bandwidth(
     if method != "quantile":
         n, d = x.shape
         scale = math.sqrt(float(jnp.mean(jnp.var(x, axis=0, ddof=1 if n > 1 else 0))))
-        return (n if method == "scott" else n * (d + 2) / 4) ** (-1.0 / (d + 4)) * scale
+        sigma = (n if method == "scott" else n * (d + 2) / 4) ** (-1.0 / (d + 4)) * scale
+        return np.asarray(sigma, x.dtype)[()]
     if isinstance(quantile, (bool, str)) or np.ndim(quantile) or not 0 < quantile <= 1:
         raise ValueError(
             f"Invalid value for 'quantile': {quantile!r}; it must be in (0, 1]")
     if n_samples is not None:
         n_samples = v.check_int(n_samples, "n_samples", 1)
-        rng = np.random.RandomState(v.check_int(seed, "seed", 0))
+        if isinstance(random_state, np.random.RandomState):
+            rng = random_state
+        else:
+            rng = np.random.RandomState(v.check_int(
+                seed if random_state is None else random_state,
+                "seed" if random_state is None else "random_state", 0))
         x = x[rng.permutation(x.shape[0])[:n_samples]]
     n, d = x.shape
     k = max(1, int(n * quantile))
@@ -79,4 +92,4 @@ def estimate_bandwidth(
     for start in range(0, n, rows):  # select on the host: XLA's sort is ~10x slower
         d2 = np.asarray(_squared_distances(x[start : start + rows], x))
         total += float(np.sum(np.sqrt(np.partition(d2, k - 1, axis=1)[:, k - 1])))
-    return total / n
+    return np.asarray(total / n, x.dtype)[()]
