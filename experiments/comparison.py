@@ -44,13 +44,18 @@ def alignment(params: dict) -> dict:
             "methods": {m: parameter_gaps(params[ref], p) for m, p in params.items()}}
 
 
+# What the parent run shows of each method's summary (the children have the rest).
+COMPARED = ("final_log_likelihood", "n_iter", "seconds_per_iteration", "fit_seconds",
+            "compile_seconds")
+
+
 def per_method_metrics(summaries: dict, to_target: dict, aligned: dict) -> dict:
-    """``{"<name>/<method>": value}`` for the parent run: every method's summary,
-    time to target and parameter gaps."""
+    """``{"<name>/<method>": value}`` for the parent run: every method's ``COMPARED``
+    summary values, time to target and parameter gaps."""
     out = {}
     for method, summary in summaries.items():
         gaps = aligned["methods"][method]
-        values = {**{k: v for k, v in summary.items() if k != "run_id"}, **to_target[method],
+        values = {**{k: summary[k] for k in COMPARED}, **to_target[method],
                   **{k: v for k, v in gaps.items() if k != "permutation"}}
         out.update({f"{name}/{method}": value for name, value in values.items()})
     return out

@@ -4,7 +4,7 @@ parent run once its jobs are done.
     python experiments/compare.py -m seed=0,1,2,3,4,5,6,7,8,9 data=faithful,iris
 
 Every job is a comparison run (tag ``algorithm=compare``) with a child per method; a
-group is a data set (with its ``k`` when the study sweeps ``model.k``). Per group and
+group is a data set (``faithful-k2`` when the study sweeps ``model.k``). Per group and
 method, ``study_summary.json`` (and ``.csv``, one row each) holds, over the seeds:
 
 - ``final_log_likelihood``: median, quartiles and interquartile range;
@@ -19,7 +19,9 @@ method, ``study_summary.json`` (and ``.csv``, one row each) holds, over the seed
 - ``runs`` and ``failures`` (jobs where this method has no finished run).
 
 ``study_curves.png`` draws, per group and method, the median curve with an
-interquartile band against iterations/steps and against warm milliseconds.
+interquartile band against iterations/steps and against warm milliseconds. The
+headline numbers are also metrics of the parent (``fraction_reaching_best/<group>/<method>``,
+``median_seconds_to_target/...``, ...), so its metric charts compare them.
 """
 
 import ast
@@ -51,7 +53,7 @@ def collect(client: MlflowClient, experiment_id: str, sweep_id: str, parent_id: 
 
     def group(job) -> str:
         name = job.data.tags.get("data", "?")
-        return name if len(ks) == 1 else f"{name}, k={job.data.params.get('model.k')}"
+        return name if len(ks) == 1 else f"{name}-k{job.data.params.get('model.k')}"
 
     methods, jobs_per_group, groups = [], {}, {}
     for job in jobs.values():
@@ -140,6 +142,19 @@ def to_csv(summary: dict) -> str:
     return buffer.getvalue()
 
 
+def headline_metrics(summary: dict) -> dict:
+    """``{"<quantity>/<group>/<method>": value}`` of the summary's headline numbers,
+    for the parent's metric charts (one section per quantity)."""
+    out = {}
+    for group, entry in summary["groups"].items():
+        for method, v in entry["methods"].items():
+            values = {"median_final_log_likelihood": v["final_log_likelihood"]["median"],
+                      **{k: v[k] for k in ("fraction_reaching_best", "fraction_reaching_target",
+                                           "median_seconds_to_target", "failures")}}
+            out.update({f"{k}/{group}/{method}": x for k, x in values.items() if x is not None})
+    return out
+
+
 def describe(summary: dict) -> str:
     """A markdown table of the summary for the parent run's description."""
     lines = ["| data | method | median final (IQR) | reaching best | median ms to target "
@@ -169,6 +184,7 @@ def log_study(config, parent_id: str, sweep_id: str, description: str) -> dict |
     summary = {"sweep_id": sweep_id, "parent_run_id": parent_id,
                "target_gap": config.target_gap,
                "groups": summarize(groups, jobs_per_group, methods, config.target_gap)}
+    tracking.log_scalars(headline_metrics(summary), parent_id)
     tracking.log_dict(summary, "study_summary.json", parent_id)
     tracking.log_text(to_csv(summary), "study_summary.csv", parent_id)
     curves = {g: {m: [(r["curve"], r["seconds_per_iteration"]) for r in groups[g][m]]

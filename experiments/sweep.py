@@ -123,11 +123,10 @@ def describe_sweep(task: str, overrides: dict) -> str:
 
 def print_sweep(config: DictConfig, parent: str, sweep_id: str, status: str) -> None:
     """The sweep's id, its parent run, the UI command (local store) and the run's page."""
-    uri = tracking_uri(config)
-    base = ui_layout.print_ui_command(uri, parent)
+    base = ui_layout.print_ui_command(tracking_uri(config), parent,
+                                      f"Sweep {sweep_id} {status}, MLflow parent run")
     exp_id = MlflowClient().get_run(parent).info.experiment_id
-    print(f"Sweep {sweep_id} {status}: MLflow parent run {parent}\n"
-          f"Parent run in the UI: {ui_layout.run_page(base, exp_id, parent, 'artifacts')}")
+    print(f"Parent run in the UI: {ui_layout.run_page(base, exp_id, parent, 'artifacts')}")
 
 
 def _log_summary_plot(config: DictConfig, parent: str) -> None:

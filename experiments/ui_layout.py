@@ -112,10 +112,10 @@ def ui_command(tracking_uri: str) -> str | None:
             "--host 127.0.0.1 --port 5000")
 
 
-def print_ui_command(tracking_uri: str, run_id: str) -> str:
-    """Print the run id, the store and (local store) the command that opens the UI;
-    return the UI's root."""
-    print(f"\nMLflow run: {run_id}  (store: {tracking_uri})")
+def print_ui_command(tracking_uri: str, run_id: str, what: str = "MLflow run") -> str:
+    """Print ``what``, the run id, the store and (local store) the command that opens
+    the UI; return the UI's root."""
+    print(f"\n{what}: {run_id}  (store: {tracking_uri})")
     if command := ui_command(tracking_uri):
         print(f"Open the UI:  {command}")
     return ui_base(tracking_uri)

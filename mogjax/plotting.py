@@ -168,7 +168,8 @@ def plot_metric_against(xs, ys, *, xlabel: str, ylabel: str, title: str = "",
         i = int(np.argmin(line) if best == "min" else np.argmax(line))
         shown = f"{values[i]:g}"
         ax.plot(values[i], line[i], "o", ms=14, mfc="none", mec="C3", mew=2,
-                label=f"chosen {xlabel} = {shown} ({best} {ylabel})")
+                label=f"chosen {xlabel} = {shown} ({'lowest' if best == 'min' else 'highest'} "
+                      f"{ylabel})")
     if integer_x:
         ax.set_xticks(values)
         ax.set_xticklabels([f"{v:g}" for v in values])

@@ -351,8 +351,8 @@ def test_a_three_seed_study_of_the_em_vs_gradient_preset(store):
     path = client.download_artifacts(parent_id, "study_summary.json", str(store["cwd"]))
     summary = json.loads(open(path).read())
     assert summary["sweep_id"] == sweep_id
-    (group,) = summary["groups"].values()
-    assert list(group["methods"]) == ["em", "adam", "lbfgs"]
+    ((name, group),) = summary["groups"].items()
+    assert name == "synthetic" and list(group["methods"]) == ["em", "adam", "lbfgs"]
     assert group["best_final_log_likelihood"] == max(max(v) for v in finals.values())
     for method, entry in group["methods"].items():
         assert entry["runs"] == 3 and entry["failures"] == 0
@@ -364,6 +364,7 @@ def test_a_three_seed_study_of_the_em_vs_gradient_preset(store):
         seconds = [j.data.metrics[f"seconds_to_target/{method}"] for j in jobs
                    if j.data.metrics[f"reached_target/{method}"]]
         assert entry["median_seconds_to_target"] == pytest.approx(np.median(seconds))
+        assert parent.data.metrics[f"median_final_log_likelihood/{name}/{method}"] == q50
     artifacts = {a.path for a in client.list_artifacts(parent_id)}
     assert {"study_summary.json", "study_summary.csv", "study_curves.png"} <= artifacts
 
