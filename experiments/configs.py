@@ -63,7 +63,7 @@ class StopConfig:
     log-likelihood, or after ``max_iter`` of them; ``tol: 0`` runs exactly
     ``max_iter``; ``seconds`` gives every method the same warm compute time instead."""
 
-    tol: float = 1e-6
+    tol: float = 1e-5  # above float32 rounding of a mean log-likelihood (~1e-6)
     patience: int = 1
     max_iter: int = 1000  # iterations (EM) or steps (gradient ascent)
     seconds: Optional[float] = None  # a budget of warm seconds (then tol is not used)

@@ -2,8 +2,9 @@
 
     python experiments/rerun.py RUN_ID [--tracking-uri URI]
 
-Reads the run's resolved config (``config.yaml``; for a child of ``compare.py``,
-its parent's, with the child's method), its package versions (``environment.json``)
+Reads the run's resolved config (``config.yaml``; a child of ``compare.py`` has its
+own, with its method's settings; runs logged before that fall back to their parent's),
+its package versions (``environment.json``)
 and its data hash; loads the same data, fits again with the same seed, and compares
 the logged curve (and ``params.npz``) with the new ones. Exit status 0 when they are
 identical, 1 when they differ or the data changed. Nothing is logged.
@@ -42,7 +43,7 @@ def logged_run(client, run_id: str) -> dict:
                          "parent?); re-run one of its children")
     config = _download(client, run_id, "config.yaml")
     parent = tags.get("mlflow.parentRunId")
-    if config is None and parent:  # a compare child: the config is on its parent
+    if config is None and parent:  # an older compare child: the config is on its parent
         config = _download(client, parent, "config.yaml")
     if config is None:
         raise ValueError(f"run {run_id} has no config.yaml (nor has its parent)")

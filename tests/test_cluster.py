@@ -273,7 +273,8 @@ def test_tracking_server_on_postgresql(tmp_path):
                            "&metric_key=log_likelihood")["metrics"]
         curve = [m["value"] for m in sorted(history, key=lambda m: m["step"])]
         assert sorted(m["step"] for m in history) == list(range(n_iter + 1))
-        assert all(b >= a - 1e-9 for a, b in zip(curve, curve[1:], strict=False))
+        # EM never goes down, up to float32 rounding of a mean of ~4 (the script runs float32)
+        assert all(b >= a - 1e-5 for a, b in zip(curve, curve[1:], strict=False))
         assert curve[-1] == pytest.approx(metrics["final_log_likelihood"], abs=1e-6)
 
         # artifacts went through the server into the artifact folder
