@@ -105,7 +105,7 @@ def fit_mixture_seeds(cfg, x, seeds):
     del kwargs["seed"]
     return interruptible(timed, lambda: mg.fit_em_seeds(
         x, cfg.model.k, seeds, max_iter=cfg.stop.max_iter, tol=cfg.stop.tol,
-        n_init=cfg.model.n_init, equal_weights=cfg.model.equal_weights, **kwargs))
+        patience=cfg.stop.patience, n_init=cfg.model.n_init, equal_weights=cfg.model.equal_weights, **kwargs))
 
 
 def mixture_summary(result, x, timing) -> dict[str, float]:

@@ -163,9 +163,9 @@ def validate(cfg) -> None:
     if cfg.n_seeds > 1 and cfg.algorithm.name != "em":
         raise ValueError(f"n_seeds={cfg.n_seeds} batches EM fits; algorithm "
                          f"{cfg.algorithm.name!r} runs one seed per job (use -m seed=...)")
-    if cfg.n_seeds > 1 and (stop.patience != 1 or stop.seconds is not None):
-        raise ValueError(f"n_seeds={cfg.n_seeds} runs mogjax.fit_em_seeds, which stops by "
-                         "tol with patience 1 only: set stop.patience=1 and stop.seconds=null")
+    if cfg.n_seeds > 1 and stop.seconds is not None:
+        raise ValueError(f"n_seeds={cfg.n_seeds} runs every seed in one program, which "
+                         "stops by tol or max_iter: set stop.seconds=null")
     for method in cfg.compare:
         if method not in ("em",) + OPTIMIZERS:
             raise ValueError(f"compare entry {method!r} is not 'em' or an optimizer {OPTIMIZERS}")
