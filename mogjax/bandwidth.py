@@ -35,7 +35,7 @@ def estimate_bandwidth(
     the points of the distance to their ``max(1, int(quantile * n))``-th nearest
     neighbour (the point itself counting as the first), on ``n_samples`` points
     drawn as scikit-learn draws them (``RandomState(seed).permutation``), so the
-    value is scikit-learn's (to rounding), a NumPy scalar of the data's dtype. It is a
+    value is scikit-learn's (to rounding), a NumPy float64 as scikit-learn's. It is a
     flat-kernel radius: the Gaussian sigma of the same spread is that over
     ``sqrt(d + 2)`` (what ``MeanShift(bandwidth=None)`` uses). Distances come in
     blocks of rows (memory O(block * n)); time is O(n^2).
@@ -58,8 +58,8 @@ def estimate_bandwidth(
       n_jobs: accepted for scikit-learn's calls; unused.
 
     Returns:
-      The bandwidth, a NumPy scalar of the working dtype (``np.float64`` with x64,
-      else ``np.float32``), as scikit-learn returns ``np.float64``.
+      The bandwidth, an ``np.float64`` (as scikit-learn's), computed in the working
+      dtype (float32 unless x64 is on; float32 input stays float32).
 
     Examples:
       >>> X = [[1, 1], [2, 1], [1, 0], [4, 7], [3, 5], [3, 6]]
@@ -72,7 +72,7 @@ def estimate_bandwidth(
         n, d = x.shape
         scale = math.sqrt(float(jnp.mean(jnp.var(x, axis=0, ddof=1 if n > 1 else 0))))
         sigma = (n if method == "scott" else n * (d + 2) / 4) ** (-1.0 / (d + 4)) * scale
-        return np.asarray(sigma, x.dtype)[()]
+        return np.float64(sigma)
     if isinstance(quantile, (bool, str)) or np.ndim(quantile) or not 0 < quantile <= 1:
         raise ValueError(
             f"Invalid value for 'quantile': {quantile!r}; it must be in (0, 1]")
@@ -92,4 +92,4 @@ def estimate_bandwidth(
     for start in range(0, n, rows):  # select on the host: XLA's sort is ~10x slower
         d2 = np.asarray(_squared_distances(x[start : start + rows], x))
         total += float(np.sum(np.sqrt(np.partition(d2, k - 1, axis=1)[:, k - 1])))
-    return np.asarray(total / n, x.dtype)[()]
+    return np.float64(total / n)

@@ -281,9 +281,9 @@ def test_mean_shift_bandwidth_zero_with_seeds_off_the_data():
 def test_estimate_bandwidth_numpy_scalar_and_random_state(blobs):
     x = blobs[0]
     got = mg.estimate_bandwidth(x, n_samples=50, random_state=3)
-    assert isinstance(got, np.floating) and got.dtype == np.float64
+    assert isinstance(got, np.float64)
     np.testing.assert_allclose(got, sk_estimate_bandwidth(x, n_samples=50, random_state=3),
                                rtol=1e-12)
     rs = mg.estimate_bandwidth(x, n_samples=50, random_state=np.random.RandomState(3))
     assert rs == got and mg.estimate_bandwidth(x, n_samples=50, seed=3) == got
-    assert mg.estimate_bandwidth(x.astype(np.float32)).dtype == np.float32
+    assert mg.estimate_bandwidth(x.astype(np.float32)).dtype == np.float64  # as sklearn

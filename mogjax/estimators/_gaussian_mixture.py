@@ -32,9 +32,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     attributes, errors and warnings are ``sklearn.mixture.GaussianMixture``'s, so
     ``clone``, ``Pipeline``, ``GridSearchCV`` and ``cross_val_score`` take it. Given
     the same initial values (``weights_init``, ``means_init``, ``precisions_init``)
-    it computes scikit-learn's numbers; the fit (initialisation, every iteration,
-    the ``n_init`` restarts side by side) is one compiled program,
-    ``mogjax.fit_em``.
+    it computes scikit-learn's numbers; every fit (initialisation and all
+    iterations) is one compiled program, ``mogjax.fit_em``.
 
     Args:
       n_components: number of components (>= 1).
@@ -45,7 +44,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         log-likelihood), >= 0; ``0`` runs all ``max_iter`` iterations.
       reg_covar: non-negative value added to the covariance diagonal.
       max_iter: EM iterations at most (>= 0; ``0`` keeps the initialisation).
-      n_init: restarts, run side by side in one compiled program; the best wins.
+      n_init: restarts, one after the other as in scikit-learn; the one of highest
+        lower bound wins. Restart ``i`` starts the same whatever ``n_init`` (more
+        restarts never end lower), and one compiled program serves every ``n_init``.
+        A restart that meets a degenerate covariance loses; the error is raised only
+        when every restart does.
       init_params: ``"kmeans"`` (default), ``"k-means++"``, ``"random"``,
         ``"random_from_data"``; mogjax's own k-means (``mogjax.init`` says how its
         starts differ from scikit-learn's).
@@ -274,9 +277,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             return np.asarray(mx.score_samples(*self._checked(X)))
 
     def score(self, X, y=None):
-        """Mean log-likelihood per sample (a float)."""
-        with precision(self.dtype):
-            return float(mx.mean_log_likelihood(*self._checked(X)))
+        """Mean log-likelihood per sample (a float): the mean of ``score_samples``, as
+        in scikit-learn."""
+        return float(np.mean(self.score_samples(X)))
 
     def predict(self, X):
         """Component of largest responsibility, (n,) integers."""

@@ -3,6 +3,7 @@
 import math
 from numbers import Integral, Real
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, _fit_context
@@ -11,8 +12,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from mogjax import _validation as v
 from mogjax.bandwidth import estimate_bandwidth
-from mogjax.meanshift import MeanShiftResult, mean_shift, nearest_center
+from mogjax.init import nearest_center
+from mogjax.meanshift import MeanShiftResult, mean_shift
 from mogjax.estimators._common import DTYPE, check_X, precision
+
+_nearest_center = jax.jit(nearest_center)  # one program per shape, not eager steps
 
 
 class MeanShift(ClusterMixin, BaseEstimator):
@@ -151,7 +155,7 @@ class MeanShift(ClusterMixin, BaseEstimator):
         order = np.lexsort(tuple(centers[:, j] for j in reversed(range(xn.shape[1])))
                            + (size,))[::-1]
         centers, size = centers[order], size[order]
-        labels = np.asarray(nearest_center(x, jnp.asarray(centers)))
+        labels = np.asarray(_nearest_center(x, jnp.asarray(centers)))
         if not self.cluster_all:
             labels = np.where((centers[labels] == xn).all(axis=1), labels, -1)
         nan = jnp.full(1, jnp.nan, x.dtype)
@@ -173,4 +177,4 @@ class MeanShift(ClusterMixin, BaseEstimator):
         with precision(self.dtype):
             x = check_X(self, X, reset=False)
             centers = jnp.asarray(self.cluster_centers_, x.dtype)
-            return np.asarray(nearest_center(x, centers))
+            return np.asarray(_nearest_center(x, centers))
