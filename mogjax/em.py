@@ -24,6 +24,9 @@ from mogjax import _blocks
 from mogjax import _validation as v
 from mogjax._typing import Array, ArrayLike
 from mogjax.init import initialize
+from mogjax.missing import (
+    MissingData, imputed_center, missing_stats, prepare_missing, start_rows,
+)
 from mogjax.mixture import MixtureParams, is_finite
 from mogjax.progress import report_every
 from mogjax.results import (  # noqa: F401  (FAILURE_ADVICE: re-exported for callers)
@@ -149,11 +152,42 @@ def fit_em_compiled(
         return _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verbose,
                        patience, previous, weight)
 
+    return restarts(one_run, keys)
+
+
+def restarts(one_run, keys) -> tuple[FitResult, FitResult]:
+    """``one_run`` for every key (``vmap``): (the best run, all runs stacked)."""
     if keys.shape[0] == 1:  # no batch dimension: vmap of size 1 costs ~20% here
         runs = jax.tree.map(lambda a: a[None], one_run(keys[0]))
     else:
         runs = jax.vmap(one_run)(keys)
     return best_of(runs), runs
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("k", "covariance_type", "init", "max_iter", "equal_weights", "block_size",
+                     "verbose"),
+)
+def _fit_missing_compiled(
+    data: MissingData, keys, user_init, tol, reg_covar, patience, previous, weight, *, k,
+    covariance_type, init, max_iter, equal_weights, block_size, verbose,
+) -> FitResult:
+    """``fit_em_compiled`` for data with missing entries (``mogjax.missing``): the start
+    from the data with each missing entry at its column's mean."""
+    center = imputed_center(data, weight)
+    x_init = start_rows(data, center)
+
+    def one_run(key):
+        params = initialize(
+            key, x_init, k, covariance_type, init, reg_covar, equal_weights=equal_weights,
+            block_size=block_size, sample_weight=weight, **user_init,
+        )
+        e_step_fn = lambda p: missing_stats(p, data, center, weight)
+        return em_loop(e_step_fn, params, tol, reg_covar, max_iter, equal_weights, verbose,
+                       patience, previous)
+
+    return restarts(one_run, keys)[0]
 
 
 def fit_em(
@@ -175,6 +209,7 @@ def fit_em(
     patience: int = 1,
     previous_log_likelihood: float | None = None,
     sample_weight: ArrayLike | None = None,
+    missing: str = "error",
 ) -> FitResult:
     r"""Fit a Gaussian mixture by EM; the whole loop is one compiled program.
 
@@ -231,6 +266,12 @@ def fit_em(
         ``c`` counts as ``c`` copies of itself (integer weights give the fit of the
         repeated rows; rows of weight 0 change nothing). With chunked data, a
         parallel chunk source of 1-D weights (or one array).
+      missing: ``"error"`` (default: NaN in ``x`` is an error naming the first one)
+        or ``"marginalize"``: NaN entries are missing at random; each row's
+        likelihood is that of its observed coordinates and the E-step gives expected
+        statistics, so this is exact EM on the observed data (``mogjax.missing``;
+        every covariance type; in-memory data). The initialisation sees each missing
+        entry at its column's mean. Without NaN the fit is the complete-data fit.
 
     Returns:
       ``FitResult`` with ``params``, ``curve`` (``max_iter + 1`` entries, NaN
@@ -258,7 +299,8 @@ def fit_em(
             verbose=verbose, patience=patience, previous_log_likelihood=previous_log_likelihood,
             sample_weight=sample_weight,
         )
-    x = v.check_data(x)
+    v.check_choice(missing, "missing", ("error", "marginalize"))
+    x, gaps = prepare_missing(x) if missing == "marginalize" else (v.check_data(x), None)
     n, d = x.shape
     weight = v.check_sample_weight(sample_weight, n, x.dtype)
     k, init, max_iter, n_init, tol, reg_covar = v.check_fit_settings(
@@ -269,12 +311,15 @@ def fit_em(
         block_size = _blocks.choose_block_size(n, 1, block_size)
 
     patience, previous = v.check_stop_rule(patience, previous_log_likelihood)
-    best, _ = fit_em_compiled(
-        x, v.split_keys(seed, n_init), user_init, jnp.asarray(tol, x.dtype),
-        jnp.asarray(reg_covar, x.dtype), jnp.int32(patience), jnp.asarray(previous, x.dtype),
-        weight, k=k, covariance_type=covariance_type, init=init, max_iter=max_iter,
-        equal_weights=bool(equal_weights), block_size=block_size,
-        verbose=v.check_int(verbose, "verbose", 0),
-    )
+    traced = (v.split_keys(seed, n_init), user_init, jnp.asarray(tol, x.dtype),
+              jnp.asarray(reg_covar, x.dtype), jnp.int32(patience), jnp.asarray(previous, x.dtype),
+              weight)
+    static = dict(k=k, covariance_type=covariance_type, init=init, max_iter=max_iter,
+                  equal_weights=bool(equal_weights), block_size=block_size,
+                  verbose=v.check_int(verbose, "verbose", 0))
+    if gaps is None:
+        best, _ = fit_em_compiled(x, *traced, **static)
+    else:
+        best = _fit_missing_compiled(gaps, *traced, **static)
     raise_if_degenerate(best, x.dtype)
     return best

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
+from mogjax import _blocks
 from mogjax._typing import Array
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical", "identity")
@@ -290,6 +291,45 @@ def log_gaussian_density_parts(
         return jnp.where(bad[:, None], rel, fast), jnp.where(bad, offset, 0.0)
 
     return jax.lax.cond(jnp.any(bad), far, lambda: (fast, jnp.zeros_like(fast[:, 0])))
+
+
+def full_covariances(covariances: Array, covariance_type: str, k: int, d: int) -> Array:
+    """Covariances in the type's shape (as ``MixtureParams.covariances``) as (k, d, d)
+    matrices: ``tied`` repeated, ``diag``/``spherical``/``identity`` on the diagonal."""
+    if covariance_type == "full":
+        return covariances
+    if covariance_type == "tied":
+        return jnp.broadcast_to(covariances, (k, d, d))
+    eye = jnp.eye(d, dtype=covariances.dtype)
+    if covariance_type == "diag":
+        return covariances[:, :, None] * eye
+    return covariances[:, None, None] * eye
+
+
+def observed_log_density(x: Array, observed: Array, means: Array, cov: Array) -> Array:
+    r"""``log N(x_o; mu_o, Sigma_oo)`` of every row's observed coordinates: (n, k).
+
+    ``x`` (n, d) with anything where ``observed`` (n, d) is False; ``cov`` (k, d, d)
+    full matrices. Each row conditions on its own pattern (a Cholesky factor of
+    :math:`\Sigma_{oo} \oplus I` per row and component), in blocks of rows.
+    """
+    n, d = x.shape
+    k = means.shape[0]
+
+    def block(xb, ob):
+        o = ob.astype(x.dtype)
+        eye = jnp.eye(d, dtype=x.dtype)
+        a = (o[:, None, :, None] * o[:, None, None, :] * cov[None]
+             + (1.0 - o)[:, None, :, None] * eye)
+        chol = jnp.linalg.cholesky(a)  # (b, k, d, d)
+        dev = jnp.where(ob[:, None, :], xb[:, None, :] - means[None], 0.0)
+        z = solve_triangular(chol, dev[..., None], lower=True)[..., 0]
+        half_log_det = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+        d_obs = jnp.sum(o, axis=1, keepdims=True)
+        return -half_log_det - 0.5 * (d_obs * math.log(2 * math.pi) + jnp.sum(z * z, axis=-1))
+
+    rows = max(1, min(n, 2**21 // max(1, k * d * d)))
+    return _blocks.map_over_blocks(block, [x, observed], rows)
 
 
 def log_gaussian_density(

@@ -113,14 +113,30 @@ def log_prob_components(params: MixtureParams, x: Array) -> Array:
 
 def _log_prob_parts(params: MixtureParams, x: Array) -> tuple[Array, Array]:
     """``log pi_j f_j(x_i) = rel_ij - offset_i`` (``gs.log_gaussian_density_parts``):
-    softmax and argmax of ``rel`` stay defined for points too far for the dtype."""
+    softmax and argmax of ``rel`` stay defined for points too far for the dtype.
+
+    Rows holding NaN are missing those coordinates: their density is that of the
+    observed ones (``gs.observed_log_density``; computed only for a block holding
+    such a row). A row with every entry missing gets density 1 (log 0).
+    """
     # The density does not depend on the center of the expansion, so no gradient flows
     # through it (differentiating the centered features would triple the backward pass).
     center = jax.lax.stop_gradient(params.center)
     rel, offset = gs.log_gaussian_density_parts(
         x, params.means, params.prec_chol, params.covariance_type, center
     )
-    return params.log_weights + rel, offset
+    rel = params.log_weights + rel
+    missing = jnp.isnan(x)
+    partial = jnp.any(missing, axis=1)
+
+    def marginal():
+        cov = gs.full_covariances(params.covariances, params.covariance_type,
+                                  params.n_components, params.n_features)
+        obs = gs.observed_log_density(jnp.where(missing, 0.0, x), ~missing, params.means, cov)
+        return (jnp.where(partial[:, None], params.log_weights + obs, rel),
+                jnp.where(partial, 0.0, offset))
+
+    return jax.lax.cond(jnp.any(partial), marginal, lambda: (rel, offset))
 
 
 def _check_x(params: MixtureParams, x) -> Array:

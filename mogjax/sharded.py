@@ -247,7 +247,7 @@ def fit_em_sharded(
     """
     if isinstance(x, ShardedData):
         if mesh is not None or sample_weight is not None:
-            raise ValueError("Pass mesh and sample_weight to shard_rows, not with ShardedData")
+            raise ValueError("Pass mesh to shard_rows (sample_weight too), not with ShardedData")
         data = x
     else:
         data = shard_rows(x, mesh, axis_name=axis_name, sample_weight=sample_weight)
