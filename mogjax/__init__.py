@@ -29,6 +29,7 @@ from mogjax.mixture import (
     sample,
     score_samples,
 )
+from mogjax.missing import impute
 from mogjax.online import OnlineResult, fit_online_em
 from mogjax.results import STOP_REASONS, DegenerateCovarianceError, FitResult
 from mogjax.chunked import fit_em_chunked
@@ -45,6 +46,7 @@ __all__ = [
     "INIT_METHODS",
     "DegenerateCovarianceError",
     "FitResult",
+    "BayesianGaussianMixture",
     "GaussianMixture",
     "GradientResult",
     "MeanShift",
@@ -64,6 +66,7 @@ __all__ = [
     "fit_em_chunked",
     "fit_gradient",
     "fit_online_em",
+    "impute",
     "from_unconstrained",
     "initialize",
     "kmeans",
@@ -104,4 +107,8 @@ def __getattr__(name):
         from mogjax import estimators
 
         return getattr(estimators, name)
+    if name == "BayesianGaussianMixture":
+        from mogjax.bayesian_mixture import BayesianGaussianMixture
+
+        return BayesianGaussianMixture
     raise AttributeError(f"module 'mogjax' has no attribute {name!r}")
