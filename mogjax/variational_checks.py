@@ -9,19 +9,12 @@ import math
 import numbers
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from mogjax._typing import Array
+from mogjax._validation import check_choice, check_int, split_keys  # noqa: F401 (re-exported)
+from mogjax._validation import check_data as check_data_matrix
 from mogjax.posterior import VariationalPosterior
-
-
-def check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"Invalid value for {name!r}: {value}; it must be >= {minimum}")
-    return int(value)
 
 
 def check_real(value, name: str, low: float = 0.0, low_open: bool = False) -> float:
@@ -32,13 +25,6 @@ def check_real(value, name: str, low: float = 0.0, low_open: bool = False) -> fl
         raise ValueError(f"Invalid value for {name!r}: {value}; it must be a finite "
                          f"number {bound} {low:g}")
     return float(value)
-
-
-def check_choice(value, name: str, choices) -> str:
-    if value not in choices:
-        raise ValueError(f"Invalid value for {name!r}: {value!r}; it must be one of "
-                         f"{tuple(choices)}")
-    return value
 
 
 def check_array(value, name: str, shape: tuple, dtype) -> np.ndarray:
@@ -53,25 +39,11 @@ def check_array(value, name: str, shape: tuple, dtype) -> np.ndarray:
 
 
 def check_data(x, name: str = "X", *, min_samples: int = 1, n_features=None) -> Array:
-    """``x`` as a float JAX array (n, d): float32 stays float32, anything else becomes
-    JAX's default float; ``ValueError``/``TypeError`` naming what is wrong."""
-    arr = x if isinstance(x, jax.Array) else np.asarray(x)
-    if np.dtype(arr.dtype).kind not in "biuf":
-        raise TypeError(f"{name} must be numeric (bool, integer or float), got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array of shape (n_samples, n_features), got "
-                         f"shape {tuple(arr.shape)}; reshape a single feature with "
-                         "x.reshape(-1, 1)")
-    if arr.shape[0] < min_samples or arr.shape[1] == 0:
-        raise ValueError(f"{name} has shape {tuple(arr.shape)}; at least {min_samples} "
-                         "rows and 1 column are required")
-    if n_features is not None and arr.shape[1] != n_features:
-        raise ValueError(f"{name} has {arr.shape[1]} features, but the model was fitted "
-                         f"with {n_features} features")
-    dtype = jnp.float32 if np.dtype(arr.dtype) == np.float32 else jnp.result_type(float)
-    out = jnp.asarray(arr, dtype)
-    if not bool(jnp.all(jnp.isfinite(out))):
-        raise ValueError(f"{name} contains NaN or infinity; remove or impute non-finite values")
+    """``v.check_data``, and at least ``min_samples`` rows."""
+    out = check_data_matrix(x, name, n_features=n_features)
+    if out.shape[0] < min_samples:
+        raise ValueError(f"{name} has {out.shape[0]} row(s); at least {min_samples} rows are "
+                         "required")
     return out
 
 
@@ -131,9 +103,3 @@ def check_start(init_params, n: int, k: int, d: int, covariance_type: str,
         raise ValueError("init_params (responsibilities) must be non-negative with rows "
                          "summing to 1")
     return resp
-
-
-def split_keys(seed, n: int) -> Array:
-    if isinstance(seed, jax.Array) and jnp.issubdtype(seed.dtype, jax.dtypes.prng_key):
-        return jax.random.split(seed, n)
-    return jax.random.split(jax.random.key(check_int(seed, "seed", 0)), n)
