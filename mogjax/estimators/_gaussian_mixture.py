@@ -219,7 +219,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             except DegenerateCovarianceError as err:
                 error = err
                 continue
-            bound = float(result.curve[max(int(result.n_iter) - 1, 0)])
+            bound = float(np.asarray(result.curve)[max(int(result.n_iter) - 1, 0)])
             if best is None or bound > best_bound:
                 best, best_bound = result, bound
         if best is None:
@@ -242,7 +242,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.precisions_ = np.asarray(params.precisions)
         self.converged_ = bool(result.converged)
         self.n_iter_ = n_iter
-        self.curve_ = np.asarray(result.curve[: n_iter + 1])
+        self.curve_ = np.asarray(result.curve)[: n_iter + 1]
         self.lower_bounds_ = self.curve_[:n_iter]
         self.lower_bound_ = float(self.curve_[n_iter - 1]) if n_iter else -np.inf
 
@@ -283,8 +283,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def predict(self, X):
         """Component of largest responsibility, (n,) integers."""
-        with precision(self.dtype):
-            return np.asarray(mx.predict(*self._checked(X)))
+        return np.argmax(self.predict_proba(X), axis=1)
 
     def predict_proba(self, X):
         """Responsibilities, (n, k); rows sum to one."""
@@ -313,14 +312,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return x[order], y[order]
 
     def bic(self, X):
-        """Bayesian information criterion on ``X`` (lower is better)."""
-        with precision(self.dtype):
-            return float(mx.bic(*self._checked(X)))
+        """Bayesian information criterion on ``X`` (lower is better), scikit-learn's
+        ``-2 n score + p log n``."""
+        log_density = self.score_samples(X)
+        n = len(log_density)
+        return float(-2 * np.mean(log_density) * n + self._n_parameters() * np.log(n))
 
     def aic(self, X):
-        """Akaike information criterion on ``X`` (lower is better)."""
-        with precision(self.dtype):
-            return float(mx.aic(*self._checked(X)))
+        """Akaike information criterion on ``X`` (lower is better), scikit-learn's
+        ``-2 n score + 2 p``."""
+        log_density = self.score_samples(X)
+        return float(-2 * np.mean(log_density) * len(log_density) + 2 * self._n_parameters())
 
     def _n_parameters(self):
         """Free parameters of the fitted model (scikit-learn's private name)."""
