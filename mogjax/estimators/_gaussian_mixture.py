@@ -3,6 +3,7 @@
 import time
 import warnings
 from numbers import Integral, Real
+from typing import ClassVar
 
 import jax
 import numpy as np
@@ -14,10 +15,15 @@ from sklearn.utils.validation import check_is_fitted
 from mogjax import _validation as v
 from mogjax import mixture as mx
 from mogjax.em import fit_em
-from mogjax.results import DegenerateCovarianceError
 from mogjax.estimators._common import (
-    DTYPE, RANDOM_STATE, check_X, key_from, precision, seed_from,
+    DTYPE,
+    RANDOM_STATE,
+    check_X,
+    key_from,
+    precision,
+    seed_from,
 )
+from mogjax.results import DegenerateCovarianceError
 
 NOT_CONVERGED = (
     "Best performing initialization did not converge. Try different init "
@@ -107,7 +113,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
       True
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "covariance_type": [StrOptions({"full", "tied", "diag", "spherical", "identity"})],
         "tol": [Interval(Real, 0.0, None, closed="left")],
@@ -212,7 +218,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                  "precisions": self.precisions_init}
         seed = seed_from(self.random_state)
         key = v.split_keys(seed, 1)[0]
-        best, error = None, None
+        best, best_bound, error = None, -np.inf, None
         for i in range(self.n_init):
             try:
                 result = self._fit_em(x, given, jax.random.fold_in(key, i) if i else seed)
@@ -255,10 +261,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         for t in range(1, self.n_iter_ + 1):
             if t % self.verbose_interval == 0:
                 if self.verbose == 1:
-                    print("  Iteration %d" % t)
+                    print(f"  Iteration {t}")
                 else:
-                    print("  Iteration %d\t time lapse %.5fs\t ll change %.5f"
-                          % (t, per_iteration, bounds[t - 1] - before[t - 1]))
+                    change = bounds[t - 1] - before[t - 1]
+                    print(f"  Iteration {t}\t time lapse {per_iteration:.5f}s\t "
+                          f"ll change {change:.5f}")
         state = "converged" if self.converged_ else "did not converge"
         if self.verbose == 1:
             print(f"Initialization {state}.")

@@ -2,6 +2,7 @@
 
 import math
 from numbers import Integral, Real
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -12,9 +13,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from mogjax import _validation as v
 from mogjax.bandwidth import estimate_bandwidth
+from mogjax.estimators._common import DTYPE, check_X, precision
 from mogjax.init import nearest_center
 from mogjax.meanshift import MeanShiftResult, mean_shift
-from mogjax.estimators._common import DTYPE, check_X, precision
 
 _nearest_center = jax.jit(nearest_center)  # one program per shape, not eager steps
 
@@ -75,7 +76,7 @@ class MeanShift(ClusterMixin, BaseEstimator):
       [[1.0]]
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         "bandwidth": [Interval(Real, 0, None, closed="neither"), None],
         "seeds": ["array-like", None],
         "bin_seeding": ["boolean"],
