@@ -331,7 +331,7 @@ def check_precisions(precisions, covariance_type: str, n_components: int, n_feat
             "covariances are fixed to the identity"
         )
     shape = _PRECISION_SHAPES[covariance_type](n_components, n_features)
-    p = _as_array(precisions, "precisions", shape, np.float64)
+    p = _as_array(precisions, f"{covariance_type} precision", shape, np.float64)
     if covariance_type in ("full", "tied"):
         mats = p.reshape((-1, n_features, n_features))
         for mat in mats:

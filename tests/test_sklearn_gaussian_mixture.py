@@ -189,8 +189,8 @@ def test_gaussian_mixture_attributes():
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "wording: mogjax's weights check (mogjax/_validation.py) says 'min value "
-        "..., max value ...'; scikit-learn's message labels the minimum 'max value'"
+        "wording: mogjax's weights check says 'min value ..., max value ...'; "
+        "scikit-learn's message labels the minimum 'max value' (kept correct on purpose)"
     ),
 )
 def test_check_weights():
@@ -264,13 +264,6 @@ def test_check_means():
     assert_array_equal(means, g.means_init)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "wording: mogjax's precisions shape check (mogjax/_validation.py) names "
-        "'precisions' where scikit-learn names 'full precision', 'tied precision', ..."
-    ),
-)
 def test_check_precisions():
     rng = np.random.RandomState(0)
     rand_data = RandomData(rng)

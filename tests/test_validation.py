@@ -82,7 +82,7 @@ def test_bad_arguments_fit_em(kwargs, error, match):
     [
         (dict(n_components=0), "n_components"),
         (dict(n_components=2, covariance_type="bogus"), "covariance_type"),
-        (dict(n_components=2, init_params="bogus"), "'init'"),
+        (dict(n_components=2, init_params="bogus"), "'init_params'"),
         (dict(n_components=2, tol=-1.0), "'tol'"),
         (dict(n_components=2, reg_covar=-1.0), "'reg_covar'"),
         (dict(n_components=2, max_iter=-2), "'max_iter'"),
@@ -104,7 +104,7 @@ def test_predict_before_fit_and_wrong_features():
     with pytest.raises(ValueError, match="not fitted yet"):
         gm.sample(3)
     gm.fit(GOOD)
-    with pytest.raises(ValueError, match="3 features, but the model was fitted with 2"):
+    with pytest.raises(ValueError, match="X has 3 features, but GaussianMixture is expecting 2 features"):
         gm.predict(np.zeros((4, 3)))
     with pytest.raises(ValueError, match="contains NaN"):
         gm.predict(with_value(np.nan))
