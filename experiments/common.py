@@ -1,5 +1,6 @@
-"""What fit.py and compare.py share: data from config, timing, fitting, logging a fit."""
+"""What fit.py and compare.py share: data from config, fitting, logging a fit, errors."""
 
+import contextlib
 import functools
 import logging
 import sys
@@ -7,12 +8,14 @@ import sys
 import numpy as np
 
 import mogjax as mg
-from experiments import configs, tracking
+from experiments import configs
 from experiments.configs import DataName
-from experiments.timing import per_iteration, timed
 from experiments.interrupt import (
-    RunInterrupted, exit_code, hard_exit, interruptible, signals_raise,
+    RunInterrupted, exit_code, hard_exit, interruptible, interruption, signals_raise,
 )
+from experiments.store import TrackingUnavailable
+from experiments.summary import MeanShiftSummary, MixtureSummary, unit
+from experiments.timing import per_iteration, timed
 
 for _noisy in ("jax._src.xla_bridge", "matplotlib"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
@@ -29,7 +32,8 @@ def load_data(data_cfg) -> tuple[np.ndarray, str]:
         x, _, _ = mg.make_mixture(data_cfg.seed, data_cfg.n_samples, data_cfg.n_components,
                                   data_cfg.n_features, separation=data_cfg.separation)
     else:
-        x = mg.datasets.load_file(data_cfg.path, n_features=data_cfg.columns)
+        x = mg.datasets.load_file(data_cfg.path, n_features=data_cfg.columns,
+                                  header=data_cfg.header)
         name = f"file:{data_cfg.path}"
     if data_cfg.standardize:
         x = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
@@ -74,11 +78,12 @@ def fit_kwargs(cfg, method: str) -> dict:
                 **dict(opt.options))
 
 
-def fit_mixture(cfg, x, method: str):
+def fit_mixture(cfg, x, method: str) -> tuple:
     """EM or gradient ascent (``method`` = "em" or an optimiser's name), compiled and
     then timed warm (``experiments.timing``), in a worker thread so that Ctrl-C and
-    SIGTERM stop it at once. Returns ``(result, timing)``."""
-    return interruptible(_fit_mixture, cfg, x, method)
+    SIGTERM stop it at once. Returns ``(result, MixtureSummary)``."""
+    result, timing = interruptible(_fit_mixture, cfg, x, method)
+    return result, MixtureSummary.of(method, result, x, timing)
 
 
 def _fit_mixture(cfg, x, method: str):
@@ -108,66 +113,46 @@ def fit_mixture_seeds(cfg, x, seeds):
         patience=cfg.stop.patience, n_init=cfg.model.n_init, equal_weights=cfg.model.equal_weights, **kwargs))
 
 
-def mixture_summary(result, x, timing) -> dict[str, float]:
-    n_iter = int(result.n_iter)
-    extra = {"n_rejected": int(result.n_rejected)} if hasattr(result, "n_rejected") else {}
-    return {
-        **extra,
-        "final_log_likelihood": float(result.curve[n_iter]),
-        "n_iter": n_iter,
-        "converged": float(bool(result.converged)),
-        "fit_seconds": timing["fit_seconds"],
-        "compile_seconds": timing["compile_seconds"],
-        "seconds_per_iteration": per_iteration(timing, n_iter),
-        "bic": float(mg.bic(result.params, x)),
-        "aic": float(mg.aic(result.params, x)),
-    }
-
-
-def numerical_warnings(summary: dict) -> str:
-    """What went wrong numerically but did not stop the fit ("" when nothing)."""
-    n = summary.get("n_rejected", 0)
-    return f"{n} gradient steps were not finite and were rejected" if n else ""
-
-
-def unit(method: str) -> str:
-    """What one tick of ``method``'s curve is: EM's iterations, an optimiser's steps."""
-    return "iteration" if method == "em" else "step"
-
-
-def log_mixture_fit(cfg, result, x, summary, method: str, data_name: str) -> None:
-    """Curve, scalars, parameters and plots of one fit into the active run."""
-    n_iter = int(result.n_iter)
-    tracking.log_curve("log_likelihood", np.asarray(result.curve[: n_iter + 1]))
-    tracking.log_scalars(summary)
-    tracking.set_tags({"degenerate": "false", "stop_reason": result.stop_reason,
-                       "numerical_warnings": numerical_warnings(summary) or "none"})
-    tracking.log_params_artifact(result.params)
+def log_mixture_fit(run, cfg, result, x, summary: MixtureSummary, data_name: str) -> None:
+    """Curve, scalars, parameters and plots of one fit into ``run``."""
+    method, n_iter = summary.method, int(result.n_iter)
+    run.log_curve("log_likelihood", np.asarray(result.curve[: n_iter + 1]))
+    run.log_scalars(summary.metrics())
+    run.set_tags({"degenerate": "false", "stop_reason": result.stop_reason,
+                  "numerical_warnings": summary.warning or "none"})
+    run.log_params_artifact(result.params)
     if not cfg.tracking.log_plots:
         return
     from mogjax.plotting import plot_clusters, plot_curves
 
     title = (f"{method} on {data_name}, k={cfg.model.k}: final mean log-likelihood "
-             f"{summary['final_log_likelihood']:.6f} after {n_iter} {unit(method)}s")
-    tracking.log_figure(plot_curves({method: result.curve}, units={method: unit(method)},
-                                    title=title, subtitle=configs.stop_rule(cfg.stop)),
-                        "curve.png")
+             f"{summary.final_log_likelihood:.6f} after {n_iter} {unit(method)}s")
+    run.log_figure(plot_curves({method: result.curve}, units={method: unit(method)},
+                               title=title, subtitle=configs.stop_rule(cfg.stop)), "curve.png")
     if x.shape[1] == 2:
         labels = np.asarray(mg.predict(result.params, x))
         xlabel, ylabel = column_names(cfg, data_name, 2)
         fig = plot_clusters(x, labels, params=result.params, xlabel=xlabel, ylabel=ylabel,
                             title=f"{method} on {data_name}, k={cfg.model.k}: final mean "
-                                  f"log-likelihood {summary['final_log_likelihood']:.4f}")
-        tracking.log_figure(fig, "clusters.png")
+                                  f"log-likelihood {summary.final_log_likelihood:.4f}")
+        run.log_figure(fig, "clusters.png")
 
 
-def log_degenerate_fit(err: mg.DegenerateCovarianceError, curve_key="log_likelihood") -> None:
-    """What a fit that met a singular covariance computed before it stopped: the curve
-    up to the failure and the last finite parameters, tagged ``degenerate``."""
-    partial = err.result
-    tracking.set_tags({"degenerate": "true", "numerical_warnings": str(err)})
-    tracking.log_curve(curve_key, np.asarray(partial.curve[: int(partial.n_iter) + 1]))
-    tracking.log_params_artifact(partial.params)
+@contextlib.contextmanager
+def degenerate_logged(run):
+    """Inside the block, a fit that met a singular covariance
+    (``DegenerateCovarianceError``, raised by the library or by
+    ``mogjax.results.raise_if_degenerate``) logs what it computed before it stopped
+    (the curve up to the failure, the last finite parameters, tag ``degenerate``),
+    then propagates: its run ends FAILED."""
+    try:
+        yield
+    except mg.DegenerateCovarianceError as err:
+        partial = err.result
+        run.set_tags({"degenerate": "true", "numerical_warnings": str(err)})
+        run.log_curve("log_likelihood", np.asarray(partial.curve[: int(partial.n_iter) + 1]))
+        run.log_params_artifact(partial.params)
+        raise
 
 
 def mean_shift_bandwidth(cfg, x) -> float:
@@ -182,7 +167,7 @@ def mean_shift_bandwidth(cfg, x) -> float:
 
 def fit_mean_shift(cfg, x):
     """Gaussian mean shift, compiled then timed warm, in a worker thread (see
-    ``fit_mixture``). Returns ``(result, summary)``."""
+    ``fit_mixture``). Returns ``(result, MeanShiftSummary)``."""
     return interruptible(_fit_mean_shift, cfg, x)
 
 
@@ -192,32 +177,27 @@ def _fit_mean_shift(cfg, x):
         x, bandwidth, max_iter=alg.max_iter, tol=alg.tol, bin_seeding=alg.bin_seeding,
         cluster_all=alg.cluster_all))
     n_iter = int(result.n_iter)
-    summary = {
-        "n_clusters": int(result.centers.shape[0]),
-        "n_iter": n_iter,
-        "converged": float(bool(result.converged)),
-        "bandwidth": bandwidth,
-        "fit_seconds": timing["fit_seconds"],
-        "compile_seconds": timing["compile_seconds"],
-        "seconds_per_iteration": per_iteration(timing, n_iter),
-    }
-    return result, summary
+    return result, MeanShiftSummary(
+        n_clusters=int(result.centers.shape[0]), n_iter=n_iter,
+        converged=bool(result.converged), bandwidth=bandwidth,
+        fit_seconds=timing["fit_seconds"], compile_seconds=timing["compile_seconds"],
+        seconds_per_iteration=per_iteration(timing, n_iter))
 
 
-def log_mean_shift_fit(cfg, result, x, summary, data_name: str) -> None:
-    """Largest shift per iteration, scalars, modes and a plot into the active run."""
-    tracking.log_curve("max_shift", np.asarray(result.curve[1 : int(result.n_iter) + 1]))
-    tracking.log_scalars(summary)
-    tracking.log_dict({"centers": np.asarray(result.centers).tolist()}, "modes.json")
+def log_mean_shift_fit(run, cfg, result, x, summary: MeanShiftSummary, data_name: str) -> None:
+    """Largest shift per iteration, scalars, modes and a plot into ``run``."""
+    run.log_curve("max_shift", np.asarray(result.curve[1 : int(result.n_iter) + 1]))
+    run.log_scalars(summary.metrics())
+    run.log_dict({"centers": np.asarray(result.centers).tolist()}, "modes.json")
     if x.shape[1] == 2 and cfg.tracking.log_plots:
         from mogjax.plotting import plot_clusters
 
         xlabel, ylabel = column_names(cfg, data_name, 2)
-        title = (f"mean shift on {data_name}, bandwidth {summary['bandwidth']:.4g}: "
-                 f"{summary['n_clusters']} clusters")
+        title = (f"mean shift on {data_name}, bandwidth {summary.bandwidth:.4g}: "
+                 f"{summary.n_clusters} clusters")
         fig = plot_clusters(x, np.asarray(result.labels), modes=result.centers, title=title,
                             xlabel=xlabel, ylabel=ylabel)
-        tracking.log_figure(fig, "clusters.png")
+        run.log_figure(fig, "clusters.png")
 
 
 def in_multirun() -> bool:
@@ -242,13 +222,13 @@ def one_line_errors(main):
         try:
             with signals_raise():  # SIGTERM outside a run (loading, a batched fit) too
                 return main(cfg)
-        except (ValueError, tracking.TrackingUnavailable) as err:
+        except (ValueError, TrackingUnavailable) as err:
             if in_multirun():
                 raise
             print(" ".join(["error:", str(err), *getattr(err, "__notes__", [])]), file=sys.stderr)
             sys.exit(1)
         except (KeyboardInterrupt, RunInterrupted) as err:
-            print(f"stopped: {err or 'interrupted by SIGINT'}", file=sys.stderr)
+            print(f"stopped: {interruption(err)}", file=sys.stderr)
             hard_exit(exit_code(err))  # a sweep stops too; its parent is closed
 
     return wrapper

@@ -30,98 +30,84 @@ from omegaconf import DictConfig
 
 import mogjax as mg
 
-from experiments import common, comparison, configs, provenance, tracking, ui_layout
-
-configs.register()
+from experiments import common, comparison, configs, provenance, store, tracking, ui_layout
+from experiments.summary import ComparisonSummary, unit
 
 
 def fit_all(cfg, x) -> dict:
     """``{method: (result, summary)}`` for every method, no tracking."""
-    fits = {}
-    for method in cfg.compare:
-        result, timing = common.fit_mixture(cfg, x, method)
-        fits[method] = result, common.mixture_summary(result, x, timing)
-    return fits
+    return {method: common.fit_mixture(cfg, x, method) for method in cfg.compare}
 
 
 def measure(cfg, fits: dict) -> dict:
     """Time to target and aligned parameter gaps of ``fits`` (``experiments.comparison``)."""
     curves = {m: np.asarray(r.curve[: int(r.n_iter) + 1]) for m, (r, _) in fits.items()}
-    spi = {m: s["seconds_per_iteration"] for m, (_, s) in fits.items()}
+    spi = {m: s.seconds_per_iteration for m, (_, s) in fits.items()}
     to_target, target = comparison.time_to_target(curves, spi, cfg.target_gap)
     aligned = comparison.alignment({m: r.params for m, (r, _) in fits.items()})
     return {"curves": curves, "seconds_per_iteration": spi, "to_target": to_target,
             "target": target, "alignment": aligned,
-            "metrics": comparison.per_method_metrics({m: s for m, (_, s) in fits.items()},
-                                                     to_target, aligned)}
+            "metrics": comparison.per_method_metrics(
+                {m: s.metrics() for m, (_, s) in fits.items()}, to_target, aligned)}
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig) -> ComparisonSummary:
     """Fit every method in ``cfg.compare`` from the same start; log and return a summary."""
     configs.validate_compare(cfg)
     if cfg.tracking.enabled:
-        tracking.check_reachable(tracking.tracking_uri(cfg))
+        store.check(store.tracking_uri(cfg))
     x, data_name = common.load_data(cfg.data)
+    configs.validate_data(cfg, x)
     if not cfg.tracking.enabled:
         fits = fit_all(cfg, x)
-        return {"methods": {m: s for m, (_, s) in fits.items()}, "comparison": measure(cfg, fits)}
+        return ComparisonSummary({m: s for m, (_, s) in fits.items()}, measure(cfg, fits))
     base_tags = {"data": data_name, "data_hash": provenance.data_hash(x), "seed": str(cfg.seed)}
     name = cfg.tracking.run_name or f"compare-{data_name}-k{cfg.model.k}-seed{cfg.seed}"
     with tracking.start_run(cfg, name, {**base_tags, "algorithm": "compare"}) as parent:
-        tracking.log_config(cfg, configs.run_params(cfg, "compare"))
-        parent_id = parent.info.run_id
-        fits = {m: fit_child(cfg, x, data_name, m, base_tags, parent_id) for m in cfg.compare}
+        parent.log_config(cfg, configs.run_params(cfg, "compare"))
+        fits = {m: fit_child(cfg, x, data_name, m, base_tags, parent) for m in cfg.compare}
         result = measure(cfg, fits)
-        charts = log_comparison(cfg, data_name, fits, result, parent.info)
-    summaries = {m: s for m, (_, s) in fits.items()}
-    return {"methods": summaries, "comparison": result, "run_id": parent_id,
-            "experiment_id": parent.info.experiment_id,
-            "tracking_uri": tracking.tracking_uri(cfg), "charts": charts}
+        charts = log_comparison(cfg, data_name, fits, result, parent)
+    return ComparisonSummary({m: s for m, (_, s) in fits.items()}, result, parent.run_id,
+                             parent.experiment_id, parent.uri, charts)
 
 
-def fit_child(cfg, x, data_name: str, method: str, base_tags: dict, parent_id: str):
+def fit_child(cfg, x, data_name: str, method: str, base_tags: dict, parent):
     """One method in a child run of its own, with its own config; ``(result, summary)``."""
     method_cfg = configs.method_config(cfg, method)
-    algorithm = configs.kind_of(cfg, method)
-    tags = {**base_tags, "algorithm": algorithm, "method": method}
-    with tracking.start_run(cfg, method, tags, parent_run_id=parent_id) as child:
-        tracking.log_config(method_cfg, configs.run_params(method_cfg, method))
-        try:
-            result, timing = common.fit_mixture(method_cfg, x, method)
-        except mg.DegenerateCovarianceError as err:
-            common.log_degenerate_fit(err)
-            raise
-        summary = common.mixture_summary(result, x, timing)
-        common.log_mixture_fit(method_cfg, result, x, summary, method, data_name)
-        summary["run_id"] = child.info.run_id
+    tags = {**base_tags, "algorithm": configs.kind_of(cfg, method), "method": method}
+    with tracking.start_run(cfg, method, tags, parent=parent) as child:
+        child.log_config(method_cfg, configs.run_params(method_cfg, method))
+        with common.degenerate_logged(child):
+            result, summary = common.fit_mixture(method_cfg, x, method)
+        common.log_mixture_fit(child, method_cfg, result, x, summary, data_name)
+        summary.run_id = child.run_id
     return result, summary
 
 
-def log_comparison(cfg, data_name: str, fits: dict, result: dict, info) -> dict:
+def log_comparison(cfg, data_name: str, fits: dict, result: dict, parent) -> dict:
     """Curves, per-method metrics, ``alignment.json``, ``curves.png`` and the
     description on the parent run; returns the chart addresses."""
-    parent_id = info.run_id
     for method, curve in result["curves"].items():
-        tracking.log_curve(f"log_likelihood/{method}", curve, parent_id)
-        tracking.log_curve(f"log_likelihood_by_us/{method}", curve, parent_id,
-                           step_scale=1e6 * result["seconds_per_iteration"][method])
-    best = max(s["final_log_likelihood"] for _, s in fits.values())
-    tracking.log_scalars({**result["metrics"], "target_log_likelihood": result["target"],
-                          "best_final_log_likelihood": best}, parent_id)
-    tracking.log_dict(result["alignment"], "alignment.json", parent_id)
+        parent.log_curve(f"log_likelihood/{method}", curve)
+        parent.log_curve(f"log_likelihood_by_us/{method}", curve,
+                         step_scale=1e6 * result["seconds_per_iteration"][method])
+    best = max(s.final_log_likelihood for _, s in fits.values())
+    parent.log_scalars({**result["metrics"], "target_log_likelihood": result["target"],
+                        "best_final_log_likelihood": best})
+    parent.log_dict(result["alignment"], "alignment.json")
     if cfg.tracking.log_plots:
         from mogjax.plotting import plot_curves
 
         methods = " vs ".join(cfg.compare)
         fig = plot_curves(result["curves"], seconds=result["seconds_per_iteration"],
-                          units={m: common.unit(m) for m in cfg.compare},
+                          units={m: unit(m) for m in cfg.compare},
                           title=f"{methods} on {data_name}, k={cfg.model.k}, one shared start",
                           subtitle=f"Stopping rule: {configs.stop_rule(cfg.stop)}",
                           target=result["target"])
-        tracking.log_figure(fig, "curves.png", parent_id)
-    charts = overlay_charts(parent_id, info.experiment_id, list(cfg.compare))
-    tracking.set_tags({"mlflow.note.content": describe(cfg, data_name, fits, result, charts)},
-                      parent_id)
+        parent.log_figure(fig, "curves.png")
+    charts = overlay_charts(parent.run_id, parent.experiment_id, list(cfg.compare))
+    parent.set_tags({"mlflow.note.content": describe(cfg, data_name, fits, result, charts)})
     return charts
 
 
@@ -147,8 +133,8 @@ def describe(cfg, data_name: str, fits: dict, result: dict, charts: dict) -> str
         s, t = fits[m][1], result["to_target"][m]
         to_target = f"{1e3 * t['seconds_to_target']:.3g}" if t["reached_target"] else "not reached"
         gap = result["alignment"]["methods"][m]["max_mean_gap"]
-        rows.append(f"| {m} | {s['final_log_likelihood']:.6f} | {s['n_iter']} "
-                    f"{common.unit(m)}s | {1e3 * s['seconds_per_iteration']:.3g} | {to_target} "
+        rows.append(f"| {m} | {s.final_log_likelihood:.6f} | {s.n_iter} "
+                    f"{unit(m)}s | {1e3 * s.seconds_per_iteration:.3g} | {to_target} "
                     f"| {gap:.3g} |")
     return ui_layout.run_description(head + "\n".join(rows) + "\n", charts)
 
@@ -166,38 +152,27 @@ def overlay_charts(run_id: str, experiment_id: str, methods: list[str]) -> dict[
     }
 
 
-def print_how_to_look(summary: dict, links: bool = True) -> None:
+def print_how_to_look(summary: ComparisonSummary, links: bool = True) -> None:
     """The table of methods; with ``links``, the run, the UI command and addresses."""
-    comp = summary["comparison"]
-    print(f"\n{'method':8s} {'final mean log-lik':>18s}  {'iterations/steps':16s} "
-          f"{'s/iter (warm)':>13s} {'compile s':>9s}  to target")
-    for method, s in summary["methods"].items():
-        t = comp["to_target"][method]
-        to_target = (f"{t['iterations_to_target']} in {1e3 * t['seconds_to_target']:.3g} ms"
-                     if t["reached_target"] else "not reached")
-        count = f"{s['n_iter']} {common.unit(method)}s"
-        print(f"{method:8s} {s['final_log_likelihood']:18.6f}  {count:16s} "
-              f"{s['seconds_per_iteration']:13.2e} {s['compile_seconds']:9.2f}  {to_target}")
-    print(f"(target: {comp['target']:.6f}; the methods are aligned to "
-          f"{comp['alignment']['reference']} in alignment.json)")
-    if not links:
+    print(summary.report())
+    if not links or summary.run_id is None:
         return
-    base = ui_layout.print_ui_command(summary["tracking_uri"], summary["run_id"])
-    by_iteration, by_time = summary["charts"].values()
+    base = ui_layout.print_ui_command(summary.tracking_uri, summary.run_id)
+    by_iteration, by_time = summary.charts.values()
     print(f"All curves in one chart:  {base}/{by_iteration}")
     print(f"  against warm microseconds: {base}/{by_time}")
     print(f"Run page (one chart per metric; its description links to the above):\n"
-          f"  {ui_layout.run_page(base, summary['experiment_id'], summary['run_id'])}")
+          f"  {ui_layout.run_page(base, summary.experiment_id, summary.run_id)}")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @common.one_line_errors
 def main(cfg: DictConfig) -> float:
     summary = run(cfg)
-    if "run_id" in summary:  # a sweep prints its own addresses at the end
-        print_how_to_look(summary, links=not common.in_multirun())
-    return summary["methods"][cfg.compare[0]]["final_log_likelihood"]
+    print_how_to_look(summary, links=not common.in_multirun())
+    return summary.objective
 
 
 if __name__ == "__main__":
+    configs.register()
     main()

@@ -2,11 +2,14 @@
 
 Registered in Hydra's ConfigStore; the YAML files under ``conf/`` fill them in. A
 misspelt key or a value of the wrong type or outside an enum stops the run with
-Hydra's message before any data is loaded; names checked by the library (init
-method, optimiser) are checked by ``validate`` before any data is loaded either.
+Hydra's message before any data is loaded. ``validate`` checks every value the
+schema cannot (ranges, NaN, the synthetic data generator's sizes, and through the
+library the init method and any optax optimiser's name, arguments and schedule), so a
+bad value is one line naming its key before any run is created.
 """
 
 import copy
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -16,6 +19,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf, open_dict
 
 from mogjax.init import canonical_init
+from mogjax.optimizers import make_optimizer
 
 
 class CovarianceType(str, Enum):
@@ -38,6 +42,7 @@ class DataConfig:
     name: DataName = DataName.faithful
     path: Optional[str] = None  # for name=file: a .csv or .npy
     columns: Optional[int] = None  # for name=file: the number of columns it must have
+    header: Optional[bool] = None  # for a .csv: null = a first row with no number in it
     n_samples: int = 1000  # synthetic only
     n_components: int = 3
     n_features: int = 2
@@ -140,35 +145,83 @@ def register() -> None:
     cs.store(group="tracking", name="schema", node=TrackingConfig)
 
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "lbfgs")
+def _count(minimum: int):
+    return (lambda v: v is not None and v >= minimum), f"an integer >= {minimum}"
+
+
+def _real(low: float, open_low: bool = False, optional: bool = False):
+    def ok(v):
+        if v is None:
+            return optional
+        return math.isfinite(v) and (v > low if open_low else v >= low)
+    what = f"a finite number {'>' if open_low else '>='} {low:g}"
+    return ok, what + (" or null" if optional else "")
+
+
+# Every value the schema's types leave open: (key, (test, requirement)); a key of a
+# group only where that option is chosen (``_applies``).
+CHECKS = [
+    ("seed", _count(0)), ("n_seeds", _count(1)), ("progress_every", _count(0)),
+    ("target_gap", _real(0.0)),
+    ("model.k", _count(1)), ("model.n_init", _count(1)), ("model.reg_covar", _real(0.0)),
+    ("stop.tol", _real(0.0)), ("stop.patience", _count(1)), ("stop.max_iter", _count(1)),
+    ("stop.seconds", _real(0.0, open_low=True, optional=True)),
+    ("data.n_samples", _count(1)), ("data.n_components", _count(1)),
+    ("data.n_features", _count(1)), ("data.separation", _real(0.0)), ("data.seed", _count(0)),
+    ("data.columns", ((lambda v: v is None or v >= 1), "an integer >= 1 or null")),
+    ("algorithm.bandwidth", _real(0.0, open_low=True, optional=True)),
+    ("algorithm.quantile", ((lambda v: 0 < v <= 1), "a number in (0, 1]")),
+    ("algorithm.max_iter", _count(1)), ("algorithm.tol", _real(0.0)),
+    ("algorithm.batch_size", ((lambda v: v is None or v >= 1), "an integer >= 1 or null")),
+]
+
+
+def _applies(cfg, key: str) -> bool:
+    group = key.split(".")[0]
+    if group == "data":
+        return cfg.data.name == ("file" if key == "data.columns" else "synthetic")
+    return group != "algorithm" or OmegaConf.select(cfg, key, default=MISSING) is not MISSING
 
 
 def validate(cfg) -> None:
-    """Checks the schema cannot express; raises ValueError before any data is loaded."""
-    canonical_init(cfg.model.init)
-    if cfg.model.k < 1:
-        raise ValueError(f"model.k must be >= 1, got {cfg.model.k}")
-    if cfg.optimizer.name not in OPTIMIZERS:
-        raise ValueError(f"optimizer.name {cfg.optimizer.name!r} is not one of {OPTIMIZERS}")
+    """Every value checked (see module); raises ValueError naming the key, before any
+    data is loaded or any run is created."""
+    for key, (ok, requirement) in CHECKS:
+        if _applies(cfg, key) and not ok(value := OmegaConf.select(cfg, key)):
+            raise ValueError(f"{key} must be {requirement}, got {value}")
+    try:
+        canonical_init(cfg.model.init)
+    except ValueError as err:
+        raise ValueError(f"model.init: {err}") from None
     if cfg.data.name == DataName.file and not cfg.data.path:
         raise ValueError("data=file needs data.path=PATH (a .csv or .npy file)")
-    stop = cfg.stop
-    if stop.tol < 0 or stop.patience < 1 or stop.max_iter < 1:
-        raise ValueError(f"stop needs tol >= 0, patience >= 1 and max_iter >= 1; got "
-                         f"tol={stop.tol}, patience={stop.patience}, max_iter={stop.max_iter}")
-    if stop.seconds is not None and stop.seconds <= 0:
-        raise ValueError(f"stop.seconds must be > 0 (or null), got {stop.seconds}")
-    if cfg.n_seeds < 1:
-        raise ValueError(f"n_seeds must be >= 1, got {cfg.n_seeds}")
     if cfg.n_seeds > 1 and cfg.algorithm.name != "em":
         raise ValueError(f"n_seeds={cfg.n_seeds} batches EM fits; algorithm "
                          f"{cfg.algorithm.name!r} runs one seed per job (use -m seed=...)")
-    if cfg.n_seeds > 1 and stop.seconds is not None:
+    if cfg.n_seeds > 1 and cfg.stop.seconds is not None:
         raise ValueError(f"n_seeds={cfg.n_seeds} runs every seed in one program, which "
                          "stops by tol or max_iter: set stop.seconds=null")
-    for method in cfg.compare:
-        if method not in ("em",) + OPTIMIZERS:
-            raise ValueError(f"compare entry {method!r} is not 'em' or an optimizer {OPTIMIZERS}")
+    names = ([cfg.optimizer.name] if cfg.algorithm.name == "gradient" else []) + [
+        m for m in cfg.compare if m != "em"]
+    for name in dict.fromkeys(names):
+        check_optimizer(optimizer_config(cfg, name), cfg.stop.max_iter)
+
+
+def check_optimizer(opt, steps: int) -> None:
+    """An optimiser's settings as ``mogjax.fit_gradient`` takes them: any optax
+    optimiser's name, its arguments, the schedule (the library's checks)."""
+    try:
+        make_optimizer(opt.name, opt.learning_rate, opt.schedule, None, opt.clip_norm, steps,
+                       dict(opt.options))
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"optimizer {opt.name!r}: {err}") from None
+
+
+def validate_data(cfg, x) -> None:
+    """What the loaded data must allow: at least ``model.k`` rows for a mixture."""
+    if cfg.algorithm.name != "meanshift" and x.shape[0] < cfg.model.k:
+        raise ValueError(f"the data have {x.shape[0]} rows, fewer than model.k={cfg.model.k} "
+                         "components")
 
 
 def validate_compare(cfg) -> None:
@@ -183,7 +236,7 @@ def validate_compare(cfg) -> None:
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # The data settings each data set uses (the others are another data set's defaults).
-DATA_FIELDS = {"faithful": (), "iris": (), "file": ("path", "columns"),
+DATA_FIELDS = {"faithful": (), "iris": (), "file": ("path", "columns", "header"),
                "synthetic": ("n_samples", "n_components", "n_features", "separation", "seed")}
 # What each kind of run leaves out of its params: settings it does not read.
 UNUSED = {"compare": ("algorithm", "optimizer", "n_seeds"),
@@ -194,10 +247,12 @@ UNUSED = {"compare": ("algorithm", "optimizer", "n_seeds"),
 
 def optimizer_config(cfg, name: str):
     """The settings of optimiser ``name``: the ``optimizer`` group's when it is the one
-    selected (command-line overrides included), else its preset ``conf/optimizer/<name>.yaml``."""
+    selected (command-line overrides included), else its preset
+    ``conf/optimizer/<name>.yaml``, else the schema's defaults (any optax optimiser)."""
     if cfg.optimizer.name == name:
         return cfg.optimizer
-    preset = OmegaConf.load(CONF / "optimizer" / f"{name}.yaml")
+    path = CONF / "optimizer" / f"{name}.yaml"
+    preset = OmegaConf.load(path) if path.is_file() else OmegaConf.create({"name": name})
     preset.pop("defaults", None)
     return OmegaConf.merge(OmegaConf.structured(OptimizerConfig), preset)
 

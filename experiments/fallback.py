@@ -1,12 +1,21 @@
-"""A run's record on local disk, kept when the tracking store cannot take it.
+"""A run's record on local disk: everything it logs, kept when the store cannot take it.
 
-Every run writes what it logs to a local folder as well (``tracking.start_run``):
-``run.json`` (ids, names, tags, params, status), ``metrics.jsonl`` (one metric point
-per line) and ``artifacts/``. When the run ends with the store healthy the folder is
-deleted; when the store failed mid-run it is moved to the fallback folder and the
-run exits non-zero with the command that uploads it later::
+Every run writes what it logs to a folder of its own as well (``tracking.start_run``),
+``<fallback folder>/<run_id>``: ``run.json`` (ids, names, tags, params, status, the
+process running it), ``metrics.jsonl`` (one metric point per line) and
+``artifacts/``. The fallback folder is ``tracking.fallback_dir`` (default
+``mlflow-fallback`` in the working directory); when that is not a usable folder, the
+project's ``mlflow-fallback`` in the working directory (never a temporary folder).
 
-    python -m experiments.fallback mlflow-fallback/<run_id> [--tracking-uri URI]
+- The run ends with the store healthy: the record is deleted.
+- The store failed mid-run: the record stays, the run exits non-zero with the
+  command that uploads it later::
+
+      python -m experiments.fallback mlflow-fallback/<run_id> [--tracking-uri URI]
+
+- The process died without a word (kill -9, a crash): the record stays ``RUNNING``;
+  ``python -m experiments.reap`` (and the start of the next run on that store)
+  uploads it as ``KILLED``.
 
 The upload continues the same run when the store still has it (adding only the
 points it lacks), otherwise it creates a new run with the recorded tags.
@@ -14,12 +23,40 @@ points it lacks), otherwise it creates a new run with the recorded tags.
 
 import argparse
 import json
+import logging
 import shutil
 import sys
-import tempfile
+import time
 from pathlib import Path
 
+from experiments import store
+
 UPLOAD_COMMAND = "python -m experiments.fallback {folder} --tracking-uri {uri}"
+DEFAULT_DIR = "mlflow-fallback"
+
+log = logging.getLogger(__name__)
+
+
+def usable_folder(configured: str | Path) -> Path:
+    """``configured`` when it is (or can be made) a writable folder, else the
+    project's ``mlflow-fallback`` in the working directory (a warning says why);
+    ``TrackingUnavailable`` when neither is."""
+    problems = []
+    for folder in dict.fromkeys([Path(configured), Path(DEFAULT_DIR)]):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".probe-{time.monotonic_ns()}"
+            probe.mkdir()
+            probe.rmdir()
+        except OSError as err:
+            problems.append(f"{folder} ({err.strerror or err})")
+            continue
+        if problems:
+            log.warning("tracking.fallback_dir %s is not a usable folder; local records "
+                        "are kept in %s", problems[0], folder.resolve())
+        return folder.resolve()
+    raise store.TrackingUnavailable("no folder for the runs' local records: " + "; ".join(problems)
+                           + "; set tracking.fallback_dir to a writable folder")
 
 
 class RunRecord:
@@ -29,11 +66,11 @@ class RunRecord:
         self.folder = Path(folder)
 
     @classmethod
-    def create(cls, meta: dict) -> "RunRecord":
-        """A new record in a temporary folder; ``meta`` has run_id, run_name,
-        experiment_name, tracking_uri and tags."""
-        folder = Path(tempfile.mkdtemp(prefix=f"mogjax-run-{meta['run_id'][:8]}-"))
-        (folder / "artifacts").mkdir()
+    def create(cls, root: Path, meta: dict) -> "RunRecord":
+        """A new record ``root/<run_id>``; ``meta`` has run_id, run_name,
+        experiment_name, tracking_uri, tags and the process (``process_identity``)."""
+        folder = Path(root) / meta["run_id"]
+        (folder / "artifacts").mkdir(parents=True)
         record = cls(folder)
         record._write_meta({**meta, "params": {}, "status": "RUNNING"})
         return record
@@ -43,7 +80,9 @@ class RunRecord:
         return json.loads((self.folder / "run.json").read_text())
 
     def _write_meta(self, meta: dict) -> None:
-        (self.folder / "run.json").write_text(json.dumps(meta, indent=2))
+        tmp = self.folder / "run.json.tmp"  # never a half-written run.json
+        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.replace(self.folder / "run.json")
 
     def update(self, *, params=None, tags=None, status=None) -> None:
         meta = self.meta
@@ -68,36 +107,32 @@ class RunRecord:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    def keep(self, root: Path) -> Path:
-        """Move the record to ``root/<run_id>`` and return that folder."""
-        target = Path(root).resolve() / self.meta["run_id"]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.move(str(self.folder), target)
-        self.folder = target
-        return target
-
     def discard(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def upload(folder, tracking_uri: str | None = None) -> str:
-    """Log a kept record to a tracking store; returns the run id it landed in."""
+def records(root: Path) -> list[RunRecord]:
+    """The records in a fallback folder."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return [RunRecord(p) for p in sorted(root.iterdir()) if (p / "run.json").is_file()]
+
+
+def upload(folder, tracking_uri: str | None = None, *, status: str | None = None,
+           tags: dict | None = None) -> str:
+    """Log a kept record to a tracking store; returns the run id it landed in. The run
+    ends ``status`` (default: the record's; a record still ``RUNNING`` ends FAILED),
+    with ``tags`` added."""
     from mlflow.entities import Metric, Param
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from experiments.tracking import EXPERIMENT_KIND, check_reachable
-
     record = RunRecord(Path(folder))
     meta = record.meta
     uri = tracking_uri or meta["tracking_uri"]
-    check_reachable(uri)
+    exp_id = store.prepare(uri, meta["experiment_name"])
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(meta["experiment_name"])
-    exp_id = exp.experiment_id if exp else client.create_experiment(
-        meta["experiment_name"], tags=EXPERIMENT_KIND)
     try:
         run = client.get_run(meta["run_id"])
         run_id, have_params = run.info.run_id, run.data.params
@@ -110,10 +145,10 @@ def upload(folder, tracking_uri: str | None = None) -> str:
                if m["step"] not in have.get(m["key"], ())]
     params = [Param(k, v) for k, v in meta["params"].items() if k not in have_params]
     client.log_batch(run_id, metrics=metrics, params=params)
-    for key, value in meta["tags"].items():
+    for key, value in {**meta["tags"], **(tags or {})}.items():
         client.set_tag(run_id, key, value)
     client.log_artifacts(run_id, str(record.folder / "artifacts"))
-    status = meta["status"] if meta["status"] != "RUNNING" else "FAILED"
+    status = status or (meta["status"] if meta["status"] != "RUNNING" else "FAILED")
     client.set_terminated(run_id, status)
     return run_id
 
@@ -131,7 +166,7 @@ def main(argv=None) -> int:
     try:
         run_id = upload(args.folder, args.tracking_uri)
     except (OSError, ValueError, RuntimeError, MlflowException) as err:
-        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        print(f"error: {store.first_line(err)}", file=sys.stderr)
         return 1
     print(f"uploaded {args.folder} as MLflow run {run_id}")
     return 0

@@ -27,6 +27,19 @@ class RunInterrupted(BaseException):
         self.signum = signum
 
 
+def signal_name(err: BaseException) -> str:
+    """``"SIGINT"`` for Ctrl-C (``KeyboardInterrupt``), else the signal's name."""
+    return signal.Signals(err.signum).name if isinstance(err, RunInterrupted) else "SIGINT"
+
+
+def interruption(err: BaseException) -> str:
+    """What stopped the run, in words: ``interrupted by SIGINT (Ctrl-C)``, ``interrupted
+    by SIGTERM``, and the notes added on the way (the runs marked KILLED)."""
+    name = signal_name(err)
+    text = f"interrupted by {name}" + (" (Ctrl-C)" if name == "SIGINT" else "")
+    return " ".join([text, *getattr(err, "__notes__", [])])
+
+
 def exit_code(err: BaseException) -> int:
     """The shell's convention: 128 + the signal number (130 for Ctrl-C)."""
     return 128 + (err.signum if isinstance(err, RunInterrupted) else signal.SIGINT)

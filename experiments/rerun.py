@@ -4,17 +4,21 @@
 
 Reads the run's resolved config (``config.yaml``; a child of ``compare.py`` has its
 own, with its method's settings; runs logged before that fall back to their parent's),
-its package versions (``environment.json``)
-and its data hash; loads the same data, fits again with the same seed, and compares
-the logged curve (and ``params.npz``) with the new ones. Exit status 0 when they are
-identical, 1 when they differ or the data changed. Nothing is logged.
+its package versions (``environment.json``), its source files' hashes
+(``sources.json``) and its data hash; loads the same data, fits again with the same
+seed, and compares the logged curve (and ``params.npz``) with the new ones. Exit
+status 0 when they are identical, 1 when they differ or the data changed. Nothing is
+logged.
 
-Same config, seed, data, package versions and machine give bit-identical results;
-the script says which of these differ when the numbers do.
+Same config, seed, data, code, package versions and machine give bit-identical
+results; when the numbers differ the script names what else differs: the data (its
+hash), the files changed since the logged run (or, for runs without
+``sources.json``, since its git commit), the package versions, the machine.
 """
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -49,11 +53,13 @@ def logged_run(client, run_id: str) -> dict:
         raise ValueError(f"run {run_id} has no config.yaml (nor has its parent)")
     env = _download(client, run_id, "environment.json") or (
         _download(client, parent, "environment.json") if parent else None)
+    sources = _download(client, run_id, "sources.json")
     key = "max_shift" if method == "meanshift" else "log_likelihood"
     history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
     return {
         "config": config.read_text(), "method": method, "tags": tags,
         "environment": json.loads(env.read_text()) if env else {},
+        "sources": json.loads(sources.read_text()) if sources else None,
         "curve_key": key, "curve": np.array([m.value for m in history], np.float64),
         "params": _download(client, run_id, "params.npz"),
     }
@@ -67,6 +73,7 @@ def fit_again(config_text: str, method: str):
 
     cfg = OmegaConf.merge(OmegaConf.structured(configs.Config), OmegaConf.create(config_text))
     cfg.tracking.enabled = False
+    configs.validate(cfg)
     x, _ = common.load_data(cfg.data)
     if method == "meanshift":
         result, _ = common.fit_mean_shift(cfg, x)
@@ -110,6 +117,40 @@ def compare(logged: dict, curve, params, data_hash: str) -> list[str]:
     return problems
 
 
+def code_differences(logged: dict) -> list[str]:
+    """The files changed since the logged run: from its ``sources.json``, else (older
+    runs) ``git diff`` against its commit."""
+    from experiments.provenance import ROOT, SOURCES, changed_sources, git_info, source_files
+
+    if logged["sources"] is not None:
+        return changed_sources(logged["sources"], source_files())
+    commit = logged["tags"].get("git_commit")
+    if not commit or commit == git_info().get("git_commit") and git_info().get("git_dirty") == "false":
+        return []
+    folders = sorted({folder for folder, _ in SOURCES})
+    diff = subprocess.run(["git", "-C", str(ROOT), "diff", "--name-only", commit, "--", *folders],
+                          capture_output=True, text=True, timeout=30)
+    if diff.returncode != 0:
+        return [f"(the logged commit {commit} is not in this checkout)"]
+    return [f"{path} (changed since commit {commit[:12]})" for path in diff.stdout.split()]
+
+
+def causes(logged: dict) -> list[str]:
+    """What differs between the logged run and this re-run, besides the numbers."""
+    out = []
+    if changed := code_differences(logged):
+        out.append(f"the code changed since the logged run: {', '.join(changed)}")
+    if logged["tags"].get("git_dirty") == "true" and logged["sources"] is None:
+        out.append(f"the logged run came from a modified checkout of "
+                   f"{logged['tags'].get('git_commit')} (its changes were not recorded)")
+    if versions := environment_differences(logged["environment"]):
+        out.append(f"the environment differs: {'; '.join(versions)}")
+    if logged["tags"].get("batched") == "true":
+        out.append("the logged run came from a batch of seeds (n_seeds): one vmapped program, "
+                   "which a single fit reproduces to rounding only")
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="experiments/rerun.py", description=__doc__.split("\n")[0])
     parser.add_argument("run_id")
@@ -117,39 +158,36 @@ def main(argv=None) -> int:
                         help="the store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
     args = parser.parse_args(argv)
 
-
     import jax
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from experiments.tracking import resolve_uri
+    from experiments import store
 
-    uri = resolve_uri(args.tracking_uri)
+    uri = store.resolve_uri(args.tracking_uri)
     try:
+        store.check(uri)
         logged = logged_run(MlflowClient(uri), args.run_id)
-    except (MlflowException, ValueError) as err:
-        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+    except (MlflowException, ValueError, store.TrackingUnavailable) as err:
+        print(f"error: {store.first_line(err)}", file=sys.stderr)
         return 1
+    x64 = bool(jax.config.jax_enable_x64)
     jax.config.update("jax_enable_x64", bool(logged["environment"].get("jax_enable_x64", False)))
     try:
         curve, params, data_hash = fit_again(logged["config"], logged["method"])
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    finally:
+        jax.config.update("jax_enable_x64", x64)
     problems = compare(logged, curve, params, data_hash)
     if not problems:
         print(f"reproduced run {args.run_id}: {logged['curve_key']} ({curve.size} points)"
               + (" and parameters" if params is not None else "") + " identical, bit for bit")
         return 0
     print(f"run {args.run_id} did not reproduce:", *problems, sep="\n  ")
-    diffs = environment_differences(logged["environment"])
-    if logged["tags"].get("batched") == "true":
-        diffs.append("the logged run came from a batch of seeds (n_seeds): one vmapped program, "
-                     "which a single fit reproduces to rounding only")
-    if logged["tags"].get("git_dirty") == "true":
-        diffs.append(f"the logged run came from a modified checkout of {logged['tags'].get('git_commit')}")
-    if diffs:
-        print("what differs from the logged run's environment:", *diffs, sep="\n  ")
+    if found := causes(logged):
+        print("what else differs from the logged run:", *found, sep="\n  ")
     return 1
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from experiments import tracking
+from experiments.store import tracking_uri
 
 QUANTITIES = ("final_log_likelihood", "seconds_per_iteration", "fit_seconds",
               "compile_seconds", "n_iter")
@@ -75,30 +76,31 @@ def collect(client: MlflowClient, experiment_id: str, sweep_id: str, parent_id: 
     return groups, jobs_per_group, methods
 
 
-def _gaps_to_best(records: list) -> dict:
+def _gaps_to_best(records: list, uri: str) -> dict:
     """``{run_id: max_mean_gap}`` of every run's components, aligned to the best run's."""
     from mogjax.align import parameter_gaps
 
     best = max(records, key=lambda r: r["final_log_likelihood"])
-    ref = tracking.load_run_params(best["run_id"])
+    ref = tracking.load_run_params(best["run_id"], uri)
     out = {}
     for r in records:
         try:
-            out[r["run_id"]] = parameter_gaps(ref, tracking.load_run_params(r["run_id"]))[
+            out[r["run_id"]] = parameter_gaps(ref, tracking.load_run_params(r["run_id"], uri))[
                 "max_mean_gap"]
         except ValueError:  # another k or d
             out[r["run_id"]] = None
     return out
 
 
-def summarize(groups: dict, jobs_per_group: dict, methods: list, target_gap: float) -> dict:
+def summarize(groups: dict, jobs_per_group: dict, methods: list, target_gap: float,
+              uri: str | None = None) -> dict:
     """The summary (see module) from ``collect``'s records."""
     out = {}
     for name in sorted(jobs_per_group):
         by_method = groups.get(name, {})
         records = [r for rs in by_method.values() for r in rs]
         best = max((r["final_log_likelihood"] for r in records), default=None)
-        gaps = _gaps_to_best(records) if records else {}
+        gaps = _gaps_to_best(records, uri) if records else {}
         entries = {}
         for method in methods:
             rs = by_method.get(method, [])
@@ -176,17 +178,19 @@ def describe(summary: dict) -> str:
 def log_study(config, parent_id: str, sweep_id: str, description: str) -> dict | None:
     """Summarise the study under ``parent_id`` into its artifacts and description;
     returns the summary (None when the sweep holds no comparison)."""
-    client = MlflowClient()
+    uri = tracking_uri(config)
+    client = MlflowClient(uri)
     exp_id = client.get_run(parent_id).info.experiment_id
     groups, jobs_per_group, methods = collect(client, exp_id, sweep_id, parent_id)
     if not jobs_per_group:
         return None
     summary = {"sweep_id": sweep_id, "parent_run_id": parent_id,
                "target_gap": config.target_gap,
-               "groups": summarize(groups, jobs_per_group, methods, config.target_gap)}
-    tracking.log_scalars(headline_metrics(summary), parent_id)
-    tracking.log_dict(summary, "study_summary.json", parent_id)
-    tracking.log_text(to_csv(summary), "study_summary.csv", parent_id)
+               "groups": summarize(groups, jobs_per_group, methods, config.target_gap, uri)}
+    parent = tracking.attach(parent_id, uri)
+    parent.log_scalars(headline_metrics(summary))
+    parent.log_dict(summary, "study_summary.json")
+    parent.log_text(to_csv(summary), "study_summary.csv")
     curves = {g: {m: [(r["curve"], r["seconds_per_iteration"]) for r in groups[g][m]]
                   for m in methods if m in groups[g]} for g in sorted(groups)}
     if curves:  # one figure per study, drawn even when the runs' plots are off
@@ -196,7 +200,6 @@ def log_study(config, parent_id: str, sweep_id: str, description: str) -> dict |
 
         fig = plot_study_curves(curves, title=f"Study {sweep_id}: median and interquartile "
                                 "range over seeds", subtitle=f"Stopping rule: {stop_rule(config.stop)}")
-        tracking.log_figure(fig, "study_curves.png", parent_id)
-    tracking.set_tags({"mlflow.note.content": f"{description}\n\n{describe(summary)}"},
-                      parent_id)
+        parent.log_figure(fig, "study_curves.png")
+    parent.set_tags({"mlflow.note.content": f"{description}\n\n{describe(summary)}"})
     return summary

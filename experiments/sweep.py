@@ -19,10 +19,12 @@ from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import study, ui_layout
+from experiments import configs, store, study, tracking, ui_layout
+from experiments.fallback import usable_folder
 from experiments.interrupt import EXIT_HOOKS
-from experiments.provenance import git_info
-from experiments.tracking import PARENT_ENV, SWEEP_ENV, experiment_id, log_figure, tracking_uri
+from experiments.reap import reap_at_start
+from experiments.store import tracking_uri
+from experiments.tracking import PARENT_ENV, SWEEP_ENV
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +47,29 @@ class SweepCallback(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        """Check the config's fixed values and the store (created and migrated here,
+        once, under a lock, before any job starts), then open the sweep's parent."""
+        task = config.hydra.job.name
+        (configs.validate_compare if task == "compare" else configs.validate)(config)
         if not config.tracking.enabled:
             return
-        exp_id = experiment_id(config)
+        uri = tracking_uri(config)
+        exp_id = store.prepare(uri, config.tracking.experiment_name)
+        reap_at_start(uri, usable_folder(config.tracking.fallback_dir))
         sweep_id = uuid.uuid4().hex[:12]
-        task, overrides = config.hydra.job.name, sweep_overrides(config)
+        overrides = sweep_overrides(config)
         self.description = describe_sweep(task, overrides)
-        tags = {"sweep_id": sweep_id, "sweep_parent": "true", "sweep_task": task,
-                "mlflow.note.content": self.description, **git_info()}
-        if config.tags:
-            tags["study"] = ",".join(config.tags)
-        client = MlflowClient()
+        tags = tracking.run_tags(config, {"sweep_id": sweep_id, "sweep_parent": "true",
+                                          "sweep_task": task,
+                                          "mlflow.note.content": self.description}, None)
+        client = MlflowClient(uri)
         run = client.create_run(exp_id, run_name=f"{task}-sweep-{sweep_id}", tags=tags)
         client.log_batch(run.info.run_id,
                          params=[Param(k, v[:6000]) for k, v in overrides.items()])
         os.environ[PARENT_ENV] = run.info.run_id
         os.environ[SWEEP_ENV] = sweep_id
         self.sweep_env = {PARENT_ENV: run.info.run_id, SWEEP_ENV: sweep_id,
-                          "MLFLOW_TRACKING_URI": tracking_uri(config)}
+                          "MLFLOW_TRACKING_URI": uri}
         print(f"Sweep {sweep_id}: MLflow parent run {run.info.run_id}")
         atexit.register(self._close, config, "FAILED")
         EXIT_HOOKS.append(lambda: self._close(config, "KILLED"))
@@ -100,7 +107,7 @@ class SweepCallback(Callback):
         except Exception as err:  # a summary must not leave the parent RUNNING
             log.warning("no summary for sweep %s: %s", parent, err)
         finally:
-            MlflowClient().set_terminated(parent, status)
+            MlflowClient(tracking_uri(config)).set_terminated(parent, status)
             print_sweep(config, parent, sweep_id, status)
 
 
@@ -123,9 +130,9 @@ def describe_sweep(task: str, overrides: dict) -> str:
 
 def print_sweep(config: DictConfig, parent: str, sweep_id: str, status: str) -> None:
     """The sweep's id, its parent run, the UI command (local store) and the run's page."""
-    base = ui_layout.print_ui_command(tracking_uri(config), parent,
-                                      f"Sweep {sweep_id} {status}, MLflow parent run")
-    exp_id = MlflowClient().get_run(parent).info.experiment_id
+    uri = tracking_uri(config)
+    base = ui_layout.print_ui_command(uri, parent, f"Sweep {sweep_id} {status}, MLflow parent run")
+    exp_id = MlflowClient(uri).get_run(parent).info.experiment_id
     print(f"Parent run in the UI: {ui_layout.run_page(base, exp_id, parent, 'artifacts')}")
 
 
@@ -133,9 +140,10 @@ def _log_summary_plot(config: DictConfig, parent: str) -> None:
     """``summary_metric`` against ``summary_param`` over the finished children, the
     best value marked (lowest BIC or AIC, highest log-likelihood)."""
     param, metric = config.tracking.summary_param, config.tracking.summary_metric
-    children = mlflow.search_runs(
-        [experiment_id(config)], filter_string=f"tags.mlflow.parentRunId = '{parent}'",
-    )
+    uri = tracking_uri(config)
+    exp_id = MlflowClient(uri).get_run(parent).info.experiment_id
+    mlflow.set_tracking_uri(uri)
+    children = mlflow.search_runs([exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
     pcol, mcol = f"params.{param}", f"metrics.{metric}"
     if len(children) and pcol in children and mcol in children:
         from mogjax.plotting import plot_metric_against
@@ -147,4 +155,4 @@ def _log_summary_plot(config: DictConfig, parent: str) -> None:
             xs, done[mcol].astype(float).to_numpy(), xlabel=param, ylabel=metric,
             title=f"{metric} against {param} ({len(done)} runs)",
             integer_x=bool(len(xs)) and bool((xs == xs.round()).all()), best=best)
-        log_figure(fig, f"{metric}_vs_{param}.png", parent)
+        tracking.attach(parent, uri).log_figure(fig, f"{metric}_vs_{param}.png")

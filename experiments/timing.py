@@ -14,15 +14,21 @@ import time
 
 import jax
 
-_COMPILE_SECONDS = [0.0]
+# Compile seconds so far, from JAX's monitoring events; the listener is registered by
+# the first ``timed`` call (nothing happens at import).
+_COMPILE = {"seconds": 0.0, "listening": False}
 
 
 def _on_event(name: str, seconds: float, **kwargs) -> None:
     if name.startswith("/jax/core/compile/"):
-        _COMPILE_SECONDS[0] += seconds
+        _COMPILE["seconds"] += seconds
 
 
-jax.monitoring.register_event_duration_secs_listener(_on_event)
+def _compile_seconds() -> float:
+    if not _COMPILE["listening"]:
+        jax.monitoring.register_event_duration_secs_listener(_on_event)
+        _COMPILE["listening"] = True
+    return _COMPILE["seconds"]
 
 
 def timed(call, *, min_seconds: float = 0.2, max_calls: int = 5):
@@ -34,10 +40,10 @@ def timed(call, *, min_seconds: float = 0.2, max_calls: int = 5):
     long fit runs warm once) and ``warm_calls``. The result is the first call's (the
     program is deterministic: the warm calls return the same).
     """
-    compiled_before, start = _COMPILE_SECONDS[0], time.perf_counter()
+    compiled_before, start = _compile_seconds(), time.perf_counter()
     result = jax.block_until_ready(call())
     first = time.perf_counter() - start
-    compile_seconds = _COMPILE_SECONDS[0] - compiled_before
+    compile_seconds = _compile_seconds() - compiled_before
     warm = []
     while not warm or (sum(warm) < min_seconds and len(warm) < max_calls):
         start = time.perf_counter()

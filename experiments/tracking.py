@@ -1,23 +1,31 @@
 """MLflow tracking for the experiments: one place that knows how runs are logged.
 
-Conventions (DESIGN.md, "Experiments and tracking"): the resolved config flattened as
-params; tags for git commit, data set and hash, algorithm, seed and sweep; the curve
-as metric ``log_likelihood`` with ``step`` = iteration, written in one ``log_batch``;
-the final parameters as ``params.npz`` + ``params.json`` (no pickle); the resolved
-config and the package versions; plots.
+Conventions (docs/design.md, "Experiments and tracking"): the resolved config
+flattened as params; tags for git commit, data set and hash, algorithm, seed, sweep,
+host and process; the curve as metric ``log_likelihood`` with ``step`` = iteration,
+written in one ``log_batch``; the final parameters as ``params.npz`` +
+``params.json`` (no pickle); the resolved config, the package versions and the
+source files' hashes; plots.
 
-A multirun is one sweep under one parent run: ``experiments.sweep.SweepCallback``.
+``start_run`` opens an MLflow run (``mlflow.start_run(nested=True)``: MLflow's own
+run stack, so ``mlflow.active_run()`` is the innermost run) and yields a ``Run``,
+through which everything is logged. A run nested in another passes it as
+``parent``; a sweep's jobs find their parent in ``MOGJAX_PARENT_RUN_ID``
+(``experiments.sweep``).
 
-Runs that fail lose nothing (``start_run``):
+Runs that fail lose nothing:
 
 - an exception in the body marks the run ``FAILED``, with ``error.txt`` (the
   traceback) and the tags ``error_type``/``error_message``; Ctrl-C and SIGTERM mark
   it ``KILLED``. Everything logged before stays.
-- an unreachable store stops the run before any compute (``check_reachable``); a
-  store that fails mid-run does not lose the results: every run also writes what it
-  logs to a local record (``experiments.fallback``), which is moved to
-  ``tracking.fallback_dir`` with the command that uploads it later, and the run
-  exits non-zero (``TrackingUnavailable``).
+- a store that cannot take runs stops the run before any compute
+  (``store.prepare``); a store that fails mid-run does not lose the results: every
+  run also writes what it logs to a local record (``experiments.fallback``), kept in
+  the fallback folder with the command that uploads it later, and the run exits
+  non-zero (``TrackingUnavailable``). Runs nested in one whose store failed go on,
+  locally only.
+- a process killed without a word leaves its run ``RUNNING`` and its record behind:
+  the next run on the store (or ``python -m experiments.reap``) marks it ``KILLED``.
 """
 
 import json
@@ -25,43 +33,36 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 import time
 import traceback
-import urllib.error
-import urllib.request
 import uuid
 from contextlib import contextmanager
-from types import SimpleNamespace
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
+import mlflow
 import numpy as np
+import requests
+import sqlalchemy.exc
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-# A tracking server that went away: give up after ~7 s of retries (defaults: minutes),
-# then keep the results locally. Set these variables yourself for a flakier network.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")  # a server that hangs: 10 s
+from experiments import store
+from experiments.fallback import UPLOAD_COMMAND, RunRecord, usable_folder
+from experiments.interrupt import RunInterrupted, signal_name, signals_raise
+from experiments.provenance import (environment, flatten, git_info, process_identity,
+                                    source_files)
+from experiments.reap import reap_at_start
+from experiments.store import TrackingUnavailable
+from mogjax.mixture import MixtureParams
 
-import mlflow  # noqa: E402
-import requests  # noqa: E402
-import sqlalchemy.exc  # noqa: E402
-from mlflow.entities import Metric, Param  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-from mlflow.tracking.context.registry import resolve_tags  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from experiments.fallback import UPLOAD_COMMAND, RunRecord  # noqa: E402
-from experiments.provenance import environment, flatten, git_info  # noqa: E402
-from experiments.interrupt import RunInterrupted, signals_raise  # noqa: E402
-from mogjax.mixture import MixtureParams  # noqa: E402
+__all__ = ["PARENT_ENV", "SWEEP_ENV", "Run", "TrackingUnavailable", "attach", "start_run",
+           "load_run_params"]
 
 PARENT_ENV = "MOGJAX_PARENT_RUN_ID"
 SWEEP_ENV = "MOGJAX_SWEEP_ID"
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # What a store that failed raises (a REST call out of retries, a database error).
 TRACKING_ERRORS = (MlflowException, OSError, requests.RequestException,
                    sqlalchemy.exc.SQLAlchemyError)
@@ -69,309 +70,228 @@ TRACKING_ERRORS = (MlflowException, OSError, requests.RequestException,
 log = logging.getLogger(__name__)
 
 
-class TrackingUnavailable(RuntimeError):
-    """The tracking store cannot be reached (at start) or failed during a run."""
+class Run:
+    """An open run: its ids, its store, its local record (None for a run opened
+    elsewhere, such as a sweep's parent) and the store's first failure, if any.
+    ``info`` carries ``run_id`` and ``experiment_id`` as MLflow's runs do."""
 
+    def __init__(self, run_id: str, experiment_id: str | None, uri: str,
+                 record: RunRecord | None = None, broken: Exception | None = None,
+                 experiment_name: str | None = None):
+        self.run_id, self.experiment_id, self.uri = run_id, experiment_id, uri
+        self.experiment_name = experiment_name
+        self.info = SimpleNamespace(run_id=run_id, experiment_id=experiment_id)
+        self.record, self.broken = record, broken
+        self.kept: list[Path] = []  # records of nested runs kept locally
+        self.active = False  # on MLflow's run stack
 
-def tracking_uri(cfg) -> str:
-    """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``."""
-    return resolve_uri(cfg.tracking.uri)
-
-
-def resolve_uri(uri: str | None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Raise ``TrackingUnavailable`` naming ``uri`` when it cannot take a run: an
-    HTTP server that does not answer ``/health``, or a sqlite file whose folder is
-    missing. Other stores are left to MLflow."""
-    if uri.startswith(("http://", "https://")):
+    def _send(self, call) -> None:
+        """One store call; for a run of ours, a failure marks the store broken (later
+        calls are skipped, the local record keeps everything)."""
+        if self.broken is not None:
+            return
         try:
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
-        except (OSError, urllib.error.URLError) as err:
-            reason = getattr(err, "reason", err)
-            raise TrackingUnavailable(
-                f"tracking server {uri} is unreachable ({reason}); start it, point "
-                "tracking.uri (or MLFLOW_TRACKING_URI) at a reachable store, or use tracking=none"
-            ) from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
-        if not folder.is_dir():
-            raise TrackingUnavailable(f"tracking store {uri}: folder {folder} does not exist")
+            call(MlflowClient(self.uri))
+        except TRACKING_ERRORS as err:
+            if self.record is None:
+                raise
+            self.broken = err
+            log.error("tracking store %s failed (%s); this run's results are kept locally",
+                      self.uri, store.first_line(err))
+
+    def set_tags(self, tags: dict) -> None:
+        tags = {k: str(v) for k, v in tags.items()}
+        if self.record is not None:
+            self.record.update(tags=tags)
+        self._send(lambda c: [c.set_tag(self.run_id, k, v) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: list[Metric]) -> None:
+        if self.record is not None:
+            self.record.add_metrics(metrics)
+        self._send(lambda c: c.log_batch(self.run_id, metrics=metrics))
+
+    def log_curve(self, key: str, curve, *, step_scale: float = 1.0) -> None:
+        """A curve as metric ``key`` with ``step`` = index (times ``step_scale``), one
+        batch; NaN entries (past the end of a fit) are skipped."""
+        now = int(time.time() * 1000)
+        self.log_metrics([Metric(key, float(v), now, int(round(t * step_scale)))
+                          for t, v in enumerate(np.asarray(curve, np.float64)) if np.isfinite(v)])
+
+    def log_scalars(self, values: dict) -> None:
+        now = int(time.time() * 1000)
+        self.log_metrics([Metric(k, float(v), now, 0) for k, v in values.items()])
+
+    def log_file(self, name: str, write) -> None:
+        """``write(path)`` makes the artifact ``name`` (a path inside the artifacts)."""
+        folder = str(Path(name).parent) if Path(name).parent != Path(".") else None
+        with tempfile.TemporaryDirectory() as tmp:  # only for a run without a record
+            path = (self.record.artifact_path(name) if self.record is not None
+                    else Path(tmp) / Path(name).name)
+            write(path)
+            self._send(lambda c: c.log_artifact(self.run_id, str(path), folder))
+
+    def log_text(self, text: str, name: str) -> None:
+        self.log_file(name, lambda p: p.write_text(text))
+
+    def log_dict(self, obj, name: str) -> None:
+        self.log_text(json.dumps(obj, indent=2), name)
+
+    def log_figure(self, fig, name: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.log_file(name, lambda p: fig.savefig(p))
+        plt.close(fig)
+
+    def log_params_artifact(self, params: MixtureParams) -> None:
+        """``params.npz`` (loads with ``allow_pickle=False``) and a readable ``params.json``."""
+        arrays = {name: np.asarray(getattr(params, name))
+                  for name in ("log_weights", "means", "prec_chol")}
+        arrays["covariance_type"] = np.array(params.covariance_type)
+        self.log_file("params.npz", lambda p: np.savez(p, **arrays))
+        self.log_dict({"covariance_type": params.covariance_type,
+                       "weights": np.asarray(params.weights).tolist(),
+                       "means": np.asarray(params.means).tolist(),
+                       "covariances": np.asarray(params.covariances).tolist()}, "params.json")
+
+    def log_config(self, cfg, params: dict | None = None) -> None:
+        """``params`` (a nested dict; default: the resolved config) as params in one
+        batch; the resolved config as ``config.yaml``, the package versions as
+        ``environment.json``, the source files' hashes as ``sources.json`` (what a
+        re-run compares); Hydra's ``.hydra`` folder when under ``@hydra.main``."""
+        flat = {k: v[:6000] for k, v in flatten(cfg if params is None else params).items()}
+        if self.record is not None:
+            self.record.update(params=flat)
+        batch = [Param(k, v) for k, v in flat.items()]
+        self._send(lambda c: c.log_batch(self.run_id, params=batch))
+        self.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        self.log_dict(environment(), "environment.json")
+        self.log_dict(source_files(), "sources.json")
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():  # tests call run(cfg) directly
+            return
+        hydra_dir = Path(HydraConfig.get().runtime.output_dir) / ".hydra"
+        for path in sorted(hydra_dir.glob("*.yaml")):
+            self.log_file(f".hydra/{path.name}", lambda p, src=path: shutil.copy(src, p))
 
 
-def experiment_id(cfg) -> str:
-    """Point MLflow at the configured store; get or create the experiment."""
-    uri = tracking_uri(cfg)
-    check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient()
-    name = cfg.tracking.experiment_name
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        return client.create_experiment(name, tags=EXPERIMENT_KIND)
-    if exp.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
-        client.set_experiment_tag(exp.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
-    return exp.experiment_id
+def attach(run_id: str, uri: str | None = None) -> Run:
+    """A run opened elsewhere (a sweep's parent): calls go straight to the store."""
+    return Run(run_id, None, store.resolve_uri(uri))
 
 
-# ------------------------------------------------------------------- open runs
-
-
-@dataclass
-class _OpenRun:
-    run_id: str
-    uri: str
-    record: RunRecord
-    broken: Exception | None = None  # the store's first failure in this run
-    kept: list = field(default_factory=list)  # records of children kept locally
-    experiment: tuple = ()  # (uri, experiment name, id): nested runs reuse it
-
-
-_OPEN: dict[str, _OpenRun] = {}
-_LOCAL = threading.local()  # .stack: this thread's open run ids, innermost last
-
-
-def _stack() -> list[str]:
-    if not hasattr(_LOCAL, "stack"):
-        _LOCAL.stack = []
-    return _LOCAL.stack
-
-
-def active_run_id() -> str:
-    if not _stack():
-        raise RuntimeError("no run is open: use `with tracking.start_run(...)`")
-    return _stack()[-1]
-
-
-def _send(run_id: str, call) -> None:
-    """Make one store call for ``run_id``; a store failure marks the run's store as
-    broken (later calls are skipped, the local record keeps everything)."""
-    state = _OPEN.get(run_id)
-    if state is None:  # not a run of ours (e.g. the sweep parent): plain call
-        call(MlflowClient())
-        return
-    if state.broken is not None:
-        return
-    try:
-        call(MlflowClient(state.uri))
-    except TRACKING_ERRORS as err:
-        state.broken = err
-        log.error("tracking store %s failed (%s); this run's results are kept locally",
-                  state.uri, str(err).splitlines()[0][:300])
-
-
-def _record(run_id: str) -> RunRecord | None:
-    state = _OPEN.get(run_id)
-    return state.record if state else None
-
-
-def _describe_failure(run_id: str, err: BaseException) -> None:
-    """Traceback as ``error.txt`` and the error as tags."""
-    text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-    log_text(text, "error.txt", run_id)
-    set_tags({"error_type": type(err).__name__, "error_message": str(err)[:5000]}, run_id)
-
-
-def _create_run(cfg, uri: str, run_name: str, tags: dict, enclosing: "_OpenRun | None"):
-    """Create the run in the store; for a run inside one of ours whose store failed,
-    a local-only run (its record is uploaded later). ``(run, broken)``."""
-    try:
-        if enclosing is not None and enclosing.broken is not None:
-            raise enclosing.broken
-        key = (uri, cfg.tracking.experiment_name)
-        if enclosing is not None and enclosing.experiment[:2] == key:
-            exp_id = enclosing.experiment[2]  # checked and created by the enclosing run
-        else:
-            exp_id = experiment_id(cfg)
-        run = MlflowClient(uri).create_run(exp_id, run_name=run_name, tags=resolve_tags(tags))
-        return run, None
-    except (TrackingUnavailable, *TRACKING_ERRORS) as err:
-        if enclosing is None:
-            raise
-        offline = SimpleNamespace(run_id=uuid.uuid4().hex, experiment_id=None)
-        return SimpleNamespace(info=offline), err
+def run_tags(cfg, tags: dict, parent_id: str | None) -> dict[str, str]:
+    """A run's tags: git, host and process, ``tags``, parent, sweep and study."""
+    out = {**git_info(), **process_identity(), **tags}
+    if parent_id:
+        out["mlflow.parentRunId"] = parent_id
+    if os.environ.get(SWEEP_ENV):
+        out.setdefault("sweep_id", os.environ[SWEEP_ENV])
+    if cfg.tags:
+        out["study"] = ",".join(cfg.tags)
+    return {k: str(v) for k, v in out.items()}
 
 
 @contextmanager
-def start_run(cfg, run_name: str, tags: dict[str, str], parent_run_id: str | None = None):
-    """Open an MLflow run (a child of ``parent_run_id`` or of the sweep's parent, if
-    any) for the body; yields the ``mlflow.entities.Run``.
+def start_run(cfg, run_name: str, tags: dict, parent: "Run | str | None" = None):
+    """Open an MLflow run for the body (a child of ``parent``, else of the sweep's
+    parent, if any); yields its ``Run``.
 
     Ends ``FINISHED``; ``FAILED`` (traceback in ``error.txt``) if the body raises;
     ``KILLED`` on Ctrl-C or SIGTERM. If the store failed during the run, the local
-    record is kept under ``tracking.fallback_dir``; the outermost run then raises
+    record stays in the fallback folder; the outermost run then raises
     ``TrackingUnavailable`` naming every kept record (unless the body's own
-    exception is already on its way). Runs nested in one of ours go on when the
-    store fails (the later ones locally only), so nothing computed is lost.
+    exception is already on its way).
     """
-    uri = tracking_uri(cfg)
-    enclosing = _OPEN.get(_stack()[-1]) if _stack() else None
-    parent = parent_run_id or os.environ.get(PARENT_ENV)
-    all_tags = {**git_info(), **tags}
-    if parent:
-        all_tags["mlflow.parentRunId"] = parent
-    if os.environ.get(SWEEP_ENV):
-        all_tags.setdefault("sweep_id", os.environ[SWEEP_ENV])
-    if cfg.tags:
-        all_tags["study"] = ",".join(cfg.tags)
-    run, broken = _create_run(cfg, uri, run_name, all_tags, enclosing)
-    run_id = run.info.run_id
-    record = RunRecord.create({"run_id": run_id, "run_name": run_name, "tracking_uri": uri,
-                               "experiment_name": cfg.tracking.experiment_name,
-                               "tags": all_tags})
-    _OPEN[run_id] = state = _OpenRun(run_id, uri, record, broken, experiment=(
-        uri, cfg.tracking.experiment_name, run.info.experiment_id))
-    _stack().append(run_id)
+    enclosing = parent if isinstance(parent, Run) else None
+    parent_id = enclosing.run_id if enclosing else parent or os.environ.get(PARENT_ENV)
+    run = _open(cfg, run_name, run_tags(cfg, tags, parent_id), parent_id, enclosing)
     status, in_flight = "FINISHED", None
     try:
         with signals_raise():
             yield run
     except (KeyboardInterrupt, RunInterrupted) as err:
         status, in_flight = "KILLED", err
-        set_tags({"killed_by": "SIGINT" if isinstance(err, KeyboardInterrupt) else
-                  str(err).rsplit(" ", 1)[-1]}, run_id)
+        run.set_tags({"killed_by": signal_name(err)})
+        err.add_note(f"(MLflow run {run.run_id} marked KILLED)")
         raise
     except BaseException as err:
         status, in_flight = "FAILED", err
-        _describe_failure(run_id, err)
+        text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+        run.log_text(text, "error.txt")
+        run.set_tags({"error_type": type(err).__name__, "error_message": str(err)[:5000]})
         if isinstance(err, Exception):
-            err.add_note(f"(MLflow run {run_id} marked FAILED; traceback in its error.txt)")
+            err.add_note(f"(MLflow run {run.run_id} marked FAILED; traceback in its error.txt)")
         raise
     finally:
-        _stack().remove(run_id)
-        record.update(status=status)
+        _close(run, status, enclosing, in_flight)
+
+
+def _open(cfg, run_name: str, tags: dict, parent_id, enclosing: Run | None) -> Run:
+    """Create the run (store first, then its record). Inside a run of ours the store
+    is already prepared; when it failed there, the run is local only."""
+    uri, name = store.tracking_uri(cfg), cfg.tracking.experiment_name
+    if enclosing is not None and (enclosing.uri, enclosing.experiment_name) == (uri, name):
+        exp_id, folder = enclosing.experiment_id, enclosing.record.folder.parent
+    else:
+        exp_id = store.prepare(uri, name)
+        folder = usable_folder(cfg.tracking.fallback_dir)
+        reap_at_start(uri, folder)
+    broken = enclosing.broken if enclosing is not None else None
+    run_id = None
+    if broken is None:
         try:
-            _send(run_id, lambda c: c.set_terminated(run_id, status))
-        finally:
-            del _OPEN[run_id]
-            if state.broken is None and not state.kept:
-                record.discard()
-            else:
-                _keep_records(cfg, state, enclosing, in_flight)
+            mlflow.set_tracking_uri(uri)
+            run_id = mlflow.start_run(experiment_id=exp_id, run_name=run_name, nested=True,
+                                      parent_run_id=parent_id, tags=tags).info.run_id
+        except TRACKING_ERRORS as err:
+            if enclosing is None:
+                raise TrackingUnavailable(f"tracking store {uri} failed to create a run "
+                                          f"({store.first_line(err)})") from None
+            broken = err
+    run = Run(run_id or uuid.uuid4().hex, exp_id, uri, broken=broken, experiment_name=name)
+    run.active = run_id is not None
+    run.record = RunRecord.create(folder, {
+        "run_id": run.run_id, "run_name": run_name, "tracking_uri": uri,
+        "experiment_name": name, "tags": tags, "process": process_identity()})
+    return run
 
 
-def _keep_records(cfg, state: _OpenRun, enclosing, in_flight) -> None:
+def _close(run: Run, status: str, enclosing: Run | None, in_flight) -> None:
+    run.record.update(status=status)
+    try:
+        if run.active:  # pops MLflow's run stack, then tells the store
+            with store.retries(None if run.broken is None else 0):
+                mlflow.end_run(status)
+    except TRACKING_ERRORS as err:
+        run.broken = run.broken or err
+    finally:
+        if run.broken is None and not run.kept:
+            run.record.discard()
+        else:
+            _keep_records(run, enclosing, in_flight)
+
+
+def _keep_records(run: Run, enclosing: Run | None, in_flight) -> None:
     """Keep this run's record (if its store failed) and hand it, with its children's,
     to the enclosing run; the outermost run reports them all."""
-    kept = list(state.kept)
-    if state.broken is not None:
-        kept.insert(0, state.record.keep(Path(cfg.tracking.fallback_dir)))
+    kept = list(run.kept)
+    if run.broken is not None:
+        kept.insert(0, run.record.folder)
     else:
-        state.record.discard()
+        run.record.discard()
     if enclosing is not None:
         enclosing.kept.extend(kept)
-        enclosing.broken = enclosing.broken or state.broken
+        enclosing.broken = enclosing.broken or run.broken
         return
-    commands = "; ".join(UPLOAD_COMMAND.format(folder=f, uri=state.uri) for f in kept)
-    reason = state.broken or "a nested run's store call failed"
-    message = (
-        f"tracking store {state.uri} failed during run {state.run_id} "
-        f"({str(reason).splitlines()[0][:200]}); the results are kept in "
-        f"{', '.join(map(str, kept))}. Upload them later with: {commands}"
-    )
+    commands = "; ".join(UPLOAD_COMMAND.format(folder=f, uri=run.uri) for f in kept)
+    reason = run.broken or "a nested run's store call failed"
+    message = (f"tracking store {run.uri} failed during run {run.run_id} "
+               f"({store.first_line(reason, 200)}); the results are kept in "
+               f"{', '.join(map(str, kept))}. Upload them later with: {commands}")
     if in_flight is None:
         raise TrackingUnavailable(message)
     log.error(message)
-
-
-# -------------------------------------------------------------------- logging
-
-
-def set_tags(tags: dict[str, str], run_id: str | None = None) -> None:
-    run_id = run_id or active_run_id()
-    tags = {k: str(v) for k, v in tags.items()}
-    if (record := _record(run_id)) is not None:
-        record.update(tags=tags)
-    _send(run_id, lambda c: [c.set_tag(run_id, k, v) for k, v in tags.items()])
-
-
-def _log_metrics(run_id: str, metrics: list[Metric]) -> None:
-    if (record := _record(run_id)) is not None:
-        record.add_metrics(metrics)
-    _send(run_id, lambda c: c.log_batch(run_id, metrics=metrics))
-
-
-def _log_file(run_id: str, name: str, write) -> None:
-    """``write(path)`` makes the artifact ``name`` (a path inside the run's artifacts)."""
-    folder = str(Path(name).parent) if Path(name).parent != Path(".") else None
-    record = _record(run_id)
-    with tempfile.TemporaryDirectory() as tmp:  # used only for a run that is not ours
-        path = record.artifact_path(name) if record else Path(tmp) / Path(name).name
-        write(path)
-        _send(run_id, lambda c: c.log_artifact(run_id, str(path), folder))
-
-
-def log_text(text: str, name: str, run_id: str | None = None) -> None:
-    _log_file(run_id or active_run_id(), name, lambda p: p.write_text(text))
-
-
-def log_dict(obj, name: str, run_id: str | None = None) -> None:
-    log_text(json.dumps(obj, indent=2), name, run_id)
-
-
-def log_config(cfg, params: dict | None = None) -> None:
-    """``params`` (a nested dict; default: the resolved config) as params in one batch,
-    the whole resolved config as ``config.yaml``, the package versions as
-    ``environment.json``; Hydra's ``.hydra`` folder too when running under
-    ``@hydra.main``."""
-    run_id = active_run_id()
-    flat = {k: v[:6000] for k, v in flatten(cfg if params is None else params).items()}
-    if (record := _record(run_id)) is not None:
-        record.update(params=flat)
-    params = [Param(k, v) for k, v in flat.items()]
-    _send(run_id, lambda c: c.log_batch(run_id, params=params))
-    log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-    log_dict(environment(), "environment.json")
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hydra_dir = Path(HydraConfig.get().runtime.output_dir) / ".hydra"
-    except ValueError:  # not under @hydra.main (tests call run(cfg) directly)
-        return
-    for path in sorted(hydra_dir.glob("*.yaml")):
-        _log_file(run_id, f".hydra/{path.name}", lambda p, src=path: shutil.copy(src, p))
-
-
-def log_curve(key: str, curve, run_id: str | None = None, *, step_scale: float = 1.0) -> None:
-    """A curve as metric ``key`` with ``step`` = index (times ``step_scale``), one batch.
-
-    NaN entries (past the end of a fit) are skipped.
-    """
-    now = int(time.time() * 1000)
-    values = np.asarray(curve, dtype=np.float64)
-    metrics = [
-        Metric(key, float(v), now, int(round(t * step_scale)))
-        for t, v in enumerate(values) if np.isfinite(v)
-    ]
-    _log_metrics(run_id or active_run_id(), metrics)
-
-
-def log_scalars(values: dict, run_id: str | None = None) -> None:
-    now = int(time.time() * 1000)
-    _log_metrics(run_id or active_run_id(), [Metric(k, float(v), now, 0) for k, v in values.items()])
-
-
-def log_params_artifact(params: MixtureParams, run_id: str | None = None) -> None:
-    """``params.npz`` (loads with ``allow_pickle=False``) and a readable ``params.json``."""
-    arrays = {
-        "log_weights": np.asarray(params.log_weights),
-        "means": np.asarray(params.means),
-        "prec_chol": np.asarray(params.prec_chol),
-        "covariance_type": np.array(params.covariance_type),
-    }
-    readable = {
-        "covariance_type": params.covariance_type,
-        "weights": np.asarray(params.weights).tolist(),
-        "means": np.asarray(params.means).tolist(),
-        "covariances": np.asarray(params.covariances).tolist(),
-    }
-    run_id = run_id or active_run_id()
-    _log_file(run_id, "params.npz", lambda p: np.savez(p, **arrays))
-    log_dict(readable, "params.json", run_id)
 
 
 def load_run_params(run_id: str, tracking_uri: str | None = None) -> MixtureParams:
@@ -382,20 +302,9 @@ def load_run_params(run_id: str, tracking_uri: str | None = None) -> MixturePara
         params = load_run_params("0123abcd...", "sqlite:///mlflow.db")
         mogjax.mean_log_likelihood(params, x)
     """
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="params.npz",
-                                                   dst_path=tmp)
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="params.npz", dst_path=tmp, tracking_uri=tracking_uri)
         with np.load(path, allow_pickle=False) as data:
-            return MixtureParams(
-                data["log_weights"], data["means"], data["prec_chol"],
-                str(data["covariance_type"]),
-            )
-
-
-def log_figure(fig, name: str, run_id: str | None = None) -> None:
-    import matplotlib.pyplot as plt
-
-    _log_file(run_id or active_run_id(), name, lambda p: fig.savefig(p))
-    plt.close(fig)
+            return MixtureParams(data["log_weights"], data["means"], data["prec_chol"],
+                                 str(data["covariance_type"]))

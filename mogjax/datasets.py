@@ -8,6 +8,7 @@ from importlib import resources
 import jax
 import numpy as np
 
+from mogjax import _validation as v
 from mogjax.mixture import MixtureParams, sample
 
 
@@ -54,8 +55,10 @@ def make_mixture_params(
     random SPD matrices with eigenvalues in [0.5, 2] (their diagonal for ``diag``,
     a scale for ``spherical``, one shared matrix for ``tied``).
     """
+    k = v.check_int(n_components, "n_components", 1)
+    d = v.check_int(n_features, "n_features", 1)
+    v.check_nonnegative(separation, "separation")
     rng = np.random.default_rng(seed)
-    k, d = n_components, n_features
     weights = rng.dirichlet(np.full(k, 5.0))
     means = rng.normal(scale=separation, size=(k, d))
     q, _ = np.linalg.qr(rng.normal(size=(k, d, d)))
@@ -91,14 +94,26 @@ def make_mixture(
     return np.asarray(x), np.asarray(labels), params
 
 
-def load_file(path, *, n_features: int | None = None) -> np.ndarray:
+# A text table is refused from its first bytes when they hold a NUL or are not UTF-8;
+# a line longer than MAX_LINE is refused before it is read whole.
+PROBE_BYTES = 64 * 1024
+MAX_LINE = 1 << 20
+ROWS_PER_BLOCK = 65536
+
+
+def load_file(path, *, n_features: int | None = None, header: bool | None = None) -> np.ndarray:
     """A user's data file as a float array (n, d): ``.npy`` or ``.csv``, never pickle.
 
-    ``.npy`` is read with ``allow_pickle=False``. A CSV may start with one header line
-    of column names and ``#`` comment lines; every other cell must be a number, and a
-    bad cell is reported with its line and column. One clear ``ValueError`` per
-    problem: a missing or empty file, non-numeric cells, NaN or infinity, a ragged
-    row, the wrong number of columns (when ``n_features`` is given).
+    ``.npy`` is read with ``allow_pickle=False``. A CSV (``.csv``, ``.txt``) is UTF-8
+    text of comma-separated numbers, with ``#`` comment lines and blank lines
+    skipped. Its first row is a header of column names only when no field in it
+    parses as a number (a first row with a typo in one number is an error, not a
+    header); ``header=True`` or ``False`` decides instead. It is read line by line
+    into blocks of rows, so memory stays bounded by the result. One clear
+    ``ValueError`` per problem, naming the file (and the line and column): a missing
+    file, a folder, an empty file, a binary or NUL-filled file (refused from its
+    first bytes), a line too long, non-numeric cells, NaN or infinity, a ragged row,
+    the wrong number of columns (when ``n_features`` is given).
 
     Examples:
       >>> import pathlib, tempfile
@@ -110,65 +125,117 @@ def load_file(path, *, n_features: int | None = None) -> np.ndarray:
     from pathlib import Path
 
     path = Path(path)
+    name = f"data file {str(path)!r}"
+    if path.is_dir():
+        raise ValueError(f"{name} is a folder, not a file")
+    if not path.exists():
+        raise ValueError(f"{name} does not exist")
     if not path.is_file():
-        raise ValueError(f"data file {str(path)!r} does not exist")
+        raise ValueError(f"{name} is not a regular file")
     if path.stat().st_size == 0:
-        raise ValueError(f"data file {str(path)!r} is empty")
+        raise ValueError(f"{name} is empty")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            x = np.load(path, allow_pickle=False)
-        except ValueError as err:
-            raise ValueError(f"data file {str(path)!r} is not a plain numeric .npy array ({err})") from None
-        if x.dtype.kind not in "biuf":
-            raise ValueError(f"data file {str(path)!r} holds dtype {x.dtype}, not numbers")
-        x = np.asarray(x, np.float64)
+        x = _read_npy(path, name)
     elif suffix in (".csv", ".txt"):
-        x = _read_csv(path)
+        x = _read_csv(path, name, header)
     else:
-        raise ValueError(f"data file {str(path)!r}: unknown format {suffix!r}; use .csv or .npy")
+        raise ValueError(f"{name}: unknown format {suffix!r}; use .csv or .npy")
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"data file {str(path)!r} must hold a 2-D table with rows, got shape {x.shape}")
+        raise ValueError(f"{name} must hold a 2-D table with rows, got shape {x.shape}")
     if not np.all(np.isfinite(x)):
         row, col = np.argwhere(~np.isfinite(x))[0]
-        raise ValueError(f"data file {str(path)!r} contains NaN or infinity (row {row + 1}, column {col + 1})")
+        raise ValueError(f"{name} contains NaN or infinity (row {row + 1}, column {col + 1})")
     if n_features is not None and x.shape[1] != n_features:
-        raise ValueError(f"data file {str(path)!r} has {x.shape[1]} columns, expected {n_features}")
+        raise ValueError(f"{name} has {x.shape[1]} columns, expected {n_features}")
     return x
 
 
-def _read_csv(path) -> np.ndarray:
-    rows, width = [], None
-    with open(path) as f:
-        lines = [(i + 1, line.strip()) for i, line in enumerate(f)]
-    lines = [(i, s) for i, s in lines if s and not s.startswith("#")]
-    for idx, (lineno, text) in enumerate(lines):
-        cells = [c.strip() for c in text.split(",")]
-        try:
-            values = [float(c) for c in cells]
-        except ValueError:
-            if idx == 0:
-                continue  # a header of column names
-            bad = next(j for j, c in enumerate(cells) if not _is_number(c))
-            raise ValueError(
-                f"data file {str(path)!r}, line {lineno}, column {bad + 1}: {cells[bad]!r} is not a number"
-            ) from None
-        if width is not None and len(values) != width:
-            raise ValueError(
-                f"data file {str(path)!r}, line {lineno}: {len(values)} columns, expected {width}"
-            )
-        width = len(values)
-        rows.append(values)
-    if not rows:
-        raise ValueError(f"data file {str(path)!r} has no data rows")
-    return np.asarray(rows, np.float64)
-
-
-def _is_number(text: str) -> bool:
+def _read_npy(path, name: str) -> np.ndarray:
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise ValueError(f"{name} is not a .npy file (it does not start with NumPy's "
+                             "header)")
     try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+        x = np.load(path, allow_pickle=False, mmap_mode="r")
+    except ValueError as err:
+        raise ValueError(f"{name} is not a plain numeric .npy array ({err})") from None
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"{name} holds dtype {x.dtype}, not numbers")
+    return np.array(x, np.float64)
+
+
+def _check_text(path, name: str) -> None:
+    """Refuse a file whose first bytes are not UTF-8 text (a NUL, an invalid byte)."""
+    with open(path, "rb") as f:
+        head = f.read(PROBE_BYTES)
+    if (at := head.find(b"\0")) >= 0:
+        raise ValueError(f"{name} is not a text file (a NUL byte at byte {at + 1}); "
+                         "give a .csv of numbers or a .npy array")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 3:  # not just a character cut by the probe's end
+            raise ValueError(f"{name} is not UTF-8 text (byte 0x{head[err.start]:02x} at "
+                             f"byte {err.start + 1}); give a .csv of numbers or a .npy "
+                             "array") from None
+
+
+def _lines(path, name: str):
+    """``(line number, text)`` of every line that is not blank or a comment."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE + 1), b""), 1):
+            if len(raw) > MAX_LINE:
+                raise ValueError(f"{name}, line {lineno}: longer than {MAX_LINE} bytes; "
+                                 "not a table of numbers")
+            try:
+                text = raw.decode("utf-8").strip().lstrip("\ufeff")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{name}, line {lineno}, byte {err.start + 1}: not UTF-8 "
+                                 "text") from None
+            if "\0" in text:
+                raise ValueError(f"{name}, line {lineno}: a NUL byte; not a text table")
+            if text and not text.startswith("#"):
+                yield lineno, text
+
+
+def _parse(cells: list[str]) -> list[float | None]:
+    out = []
+    for cell in cells:
+        try:
+            out.append(float(cell))
+        except ValueError:
+            out.append(None)
+    return out
+
+
+def _read_csv(path, name: str, header: bool | None) -> np.ndarray:
+    _check_text(path, name)
+    blocks, block, width, first = [], [], None, True
+    for lineno, text in _lines(path, name):
+        cells = [c.strip() for c in text.split(",")]
+        values = _parse(cells)
+        if first:
+            first = False
+            if header or (header is None and all(v is None for v in values)):
+                continue
+        if None in values:
+            bad = values.index(None)
+            hint = (" (a header row holds no numbers; set data.header=true to skip it)"
+                    if width is None else "")
+            raise ValueError(f"{name}, line {lineno}, column {bad + 1}: {cells[bad]!r} is "
+                             f"not a number{hint}")
+        if width is not None and len(values) != width:
+            raise ValueError(f"{name}, line {lineno}: {len(values)} columns, expected {width}")
+        width = len(values)
+        block.append(values)
+        if len(block) == ROWS_PER_BLOCK:
+            blocks.append(np.asarray(block, np.float64))
+            block = []
+    if block:
+        blocks.append(np.asarray(block, np.float64))
+    if not blocks:
+        raise ValueError(f"{name} has no data rows")
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)

@@ -34,8 +34,8 @@ def test_every_option_composes_and_runs(cfg_factory, overrides):
 
     cfg = cfg_factory(*overrides, "tracking.enabled=false")
     summary = fit.run(cfg)
-    assert summary["n_iter"] >= 1
-    assert np.isfinite(summary.get("final_log_likelihood", summary.get("n_clusters")))
+    assert summary.n_iter >= 1
+    assert np.isfinite(summary.objective)
 
 
 def test_every_yaml_file_composes(cfg_factory):
@@ -82,8 +82,8 @@ def test_a_budget_of_seconds_stops_by_warm_time(cfg_factory):
 
     cfg = cfg_factory("stop.seconds=0.0005", "tracking.enabled=false")  # max_iter 1000
     summary = fit.run(cfg)
-    assert 1 <= summary["n_iter"] < 1000  # 1000 EM iterations take well over 0.5 ms
-    assert summary["fit_seconds"] < 0.05
+    assert 1 <= summary.n_iter < 1000  # 1000 EM iterations take well over 0.5 ms
+    assert summary.fit_seconds < 0.05
 
 
 def test_data_file_option(cfg_factory, tmp_path):
@@ -93,7 +93,7 @@ def test_data_file_option(cfg_factory, tmp_path):
     np.save(tmp_path / "x.npy", x)
     cfg = cfg_factory("data=file", f"data.path={tmp_path / 'x.npy'}", "tracking.enabled=false")
     summary = fit.run(cfg)
-    np.testing.assert_allclose(summary["final_log_likelihood"], -4.1554, atol=1e-3)
+    np.testing.assert_allclose(summary.final_log_likelihood, -4.1554, atol=1e-3)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -169,11 +169,11 @@ def faithful_comparison(cfg_factory, store, tmp_path_factory):
 def test_compare_shares_the_start_and_describes_every_child(faithful_comparison, store):
     cfg, summary, _ = faithful_comparison
     client = client_for(store)
-    parent = client.get_run(summary["run_id"])
-    children = runs_of(store, f"tags.mlflow.parentRunId = '{summary['run_id']}'")
+    parent = client.get_run(summary.run_id)
+    children = runs_of(store, f"tags.mlflow.parentRunId = '{summary.run_id}'")
     by_method = {c.data.tags["method"]: c for c in children}
     assert set(by_method) == {"em", "adam"}
-    starts = {next(m.value for m in client.get_metric_history(summary["run_id"], key)
+    starts = {next(m.value for m in client.get_metric_history(summary.run_id, key)
                    if m.step == 0) for key in ("log_likelihood/em", "log_likelihood/adam")}
     assert len(starts) == 1  # one shared start
     em, adam = by_method["em"].data.params, by_method["adam"].data.params
@@ -196,7 +196,7 @@ def test_compare_shares_the_start_and_describes_every_child(faithful_comparison,
         for name in ("seconds_per_iteration", "compile_seconds", "fit_seconds",
                      "final_log_likelihood"):
             assert metrics[f"{name}/{method}"] == child.data.metrics[name]
-    artifacts = {a.path for a in client.list_artifacts(summary["run_id"])}
+    artifacts = {a.path for a in client.list_artifacts(summary.run_id)}
     assert {"curves.png", "alignment.json"} <= artifacts
     note = parent.data.tags["mlflow.note.content"]
     assert "Stopping rule: every method stops" in note and "warm call" in note
@@ -213,7 +213,7 @@ def test_em_time_is_warm_and_ahead_on_old_faithful(faithful_comparison, store):
     from experiments import common
 
     cfg, summary, printed = faithful_comparison
-    metrics = client_for(store).get_run(summary["run_id"]).data.metrics
+    metrics = client_for(store).get_run(summary.run_id).data.metrics
     x = mg.load_old_faithful()
     kwargs = common.fit_kwargs(cfg, "em")
     result = jax.block_until_ready(mg.fit_em(x, 2, **kwargs))
@@ -229,7 +229,7 @@ def test_em_time_is_warm_and_ahead_on_old_faithful(faithful_comparison, store):
     assert metrics["reached_target/em"] == metrics["reached_target/adam"] == 1
     assert metrics["seconds_to_target/em"] < metrics["seconds_to_target/adam"]
     for method in ("em", "adam"):  # iteration t of the time axis is at t x seconds/iteration
-        history = client_for(store).get_metric_history(summary["run_id"],
+        history = client_for(store).get_metric_history(summary.run_id,
                                                        f"log_likelihood_by_us/{method}")
         last = max(m.step for m in history)
         assert abs(last - 1e6 * metrics[f"fit_seconds/{method}"]) <= 1
@@ -247,21 +247,21 @@ def test_compare_links_one_chart_of_every_curve(faithful_comparison, store):
     from experiments import ui_layout
 
     _, summary, printed = faithful_comparison
-    parent, client = summary["run_id"], client_for(store)
-    states = [ui_layout.parse_overlay(f) for f in summary["charts"].values()]
+    parent, client = summary.run_id, client_for(store)
+    states = [ui_layout.parse_overlay(f) for f in summary.charts.values()]
     assert [s["plot_metric_keys"] for s in states] == [
         ["log_likelihood/em", "log_likelihood/adam"],
         ["log_likelihood_by_us/em", "log_likelihood_by_us/adam"]]
     for state in states:
-        assert state["runs"] == [parent] and state["experiments"] == [summary["experiment_id"]]
+        assert state["runs"] == [parent] and state["experiments"] == [summary.experiment_id]
         for key in state["plot_metric_keys"]:  # every curve named is on the run
             assert len(client.get_metric_history(parent, key)) >= 2, key
     description = client.get_run(parent).data.tags["mlflow.note.content"]
     links = dict(re.findall(r"\[([^\]]+)\]\(([^)]+)\)", description))
-    assert list(links.values()) == list(summary["charts"].values())
+    assert list(links.values()) == list(summary.charts.values())
     assert all(re.match(r"^#/metric/\?[A-Za-z0-9_%.=&~-]+$", t) for t in links.values())
     assert len(description) < 8000  # MLflow's limit on a tag's value
-    for fragment in summary["charts"].values():
+    for fragment in summary.charts.values():
         assert f"http://127.0.0.1:5000/{fragment}" in printed
     assert "mlflow ui --backend-store-uri" in printed and "model-metrics" in printed
 
@@ -294,19 +294,19 @@ def test_seeds_in_one_program_are_one_run_each(cfg_factory, store):
     cfg = cfg_factory(f"tracking.uri={store['uri']}", "n_seeds=3", "seed=5", "tags=[batched]",
                       "tracking.log_plots=false")
     out = fit.run(cfg)
-    assert out["seeds"] == [5, 6, 7] and not out["failed_seeds"]
-    children = runs_of(store, f"tags.mlflow.parentRunId = '{out['run_id']}'")
+    assert out.seeds == [5, 6, 7] and not out.failed_seeds
+    children = runs_of(store, f"tags.mlflow.parentRunId = '{out.run_id}'")
     assert sorted(r.data.params["seed"] for r in children) == ["5", "6", "7"]
     assert {r.data.params["n_seeds"] for r in children} == {"1"}
     assert len({r.data.tags["sweep_id"] for r in children}) == 1
     client = client_for(store)
-    for run, summary in zip(sorted(children, key=lambda r: r.data.params["seed"]), out["fits"]):
+    for run, summary in zip(sorted(children, key=lambda r: r.data.params["seed"]), out.fits):
         assert run.info.status == "FINISHED"
         history = client.get_metric_history(run.info.run_id, "log_likelihood")
-        assert len(history) == summary["n_iter"] + 1
+        assert len(history) == summary.n_iter + 1
         one = fit.run(cfg_factory("tracking.enabled=false", f"seed={run.data.params['seed']}"))
-        np.testing.assert_allclose(summary["final_log_likelihood"],
-                                   one["final_log_likelihood"], rtol=1e-6)
+        np.testing.assert_allclose(summary.final_log_likelihood,
+                                   one.final_log_likelihood, rtol=1e-6)
 
 
 def test_seeds_batch_only_em(cfg_factory):
@@ -419,8 +419,8 @@ def test_mean_shift_runs_are_named_by_bandwidth(cfg_factory, store):
     cfg = cfg_factory(f"tracking.uri={store['uri']}", "algorithm=meanshift",
                       "tracking.log_plots=false")
     summary = fit.run(cfg)
-    run = client_for(store).get_run(summary["run_id"])
-    assert run.info.run_name == f"meanshift-faithful-bw{summary['bandwidth']:.3g}"
-    assert run.data.metrics["n_clusters"] == summary["n_clusters"] >= 1
-    assert float(run.data.params["algorithm.bandwidth"]) == pytest.approx(summary["bandwidth"])
+    run = client_for(store).get_run(summary.run_id)
+    assert run.info.run_name == f"meanshift-faithful-bw{summary.bandwidth:.3g}"
+    assert run.data.metrics["n_clusters"] == summary.n_clusters >= 1
+    assert float(run.data.params["algorithm.bandwidth"]) == pytest.approx(summary.bandwidth)
     assert not any(k.startswith(("model.", "stop.", "optimizer.")) for k in run.data.params)

@@ -125,12 +125,12 @@ def test_runs_nested_in_a_run_whose_store_died_are_kept_locally(cfg_factory, tmp
         with pytest.raises(tracking.TrackingUnavailable) as info:
             with tracking.start_run(cfg, "parent", {}) as parent:
                 parent_id = parent.info.run_id
-                with tracking.start_run(cfg, "child-0", {}, parent_run_id=parent_id):
-                    tracking.log_curve("log_likelihood", [1.0, 2.0])
+                with tracking.start_run(cfg, "child-0", {}, parent=parent) as child:
+                    child.log_curve("log_likelihood", [1.0, 2.0])
                 server.stop()
                 for i in (1, 2):  # computed after the store died: kept, not lost
-                    with tracking.start_run(cfg, f"child-{i}", {}, parent_run_id=parent_id):
-                        tracking.log_curve("log_likelihood", [1.0, 2.0, 3.0])
+                    with tracking.start_run(cfg, f"child-{i}", {}, parent=parent) as child:
+                        child.log_curve("log_likelihood", [1.0, 2.0, 3.0])
     kept = sorted((tmp_path / "kept").iterdir())
     assert len(kept) == 3 and parent_id in {k.name for k in kept}  # child-0 was logged
     for folder in kept:
@@ -198,7 +198,7 @@ def test_rerun_confirms_a_logged_run_and_notices_changed_data(cfg_factory, store
     np.savetxt(data, mg.load_old_faithful(), delimiter=",")
     cfg = cfg_factory(f"tracking.uri={store['uri']}", "data=file", f"data.path={data}",
                       "model.n_init=2", "seed=4")
-    run_id = fit.run(cfg)["run_id"]
+    run_id = fit.run(cfg).run_id
     rerun = [sys.executable, str(ROOT / "experiments" / "rerun.py"), run_id,
              "--tracking-uri", store["uri"]]
     proc = subprocess.run(rerun, capture_output=True, text=True, timeout=300)
@@ -213,7 +213,7 @@ def test_rerun_confirms_a_logged_run_and_notices_changed_data(cfg_factory, store
 def test_a_run_records_what_a_rerun_needs(cfg_factory, store):
     from experiments import fit
 
-    run_id = fit.run(cfg_factory(f"tracking.uri={store['uri']}", "model.k=1"))["run_id"]
+    run_id = fit.run(cfg_factory(f"tracking.uri={store['uri']}", "model.k=1")).run_id
     client = client_for(store)
     run = client.get_run(run_id)
     assert {"git_commit", "git_dirty", "data_hash", "seed"} <= set(run.data.tags)

@@ -1,0 +1,148 @@
+"""What a run returns: one typed summary per kind of run, each able to say itself.
+
+``fit.run`` returns a ``MixtureSummary`` (EM or gradient ascent), a
+``MeanShiftSummary`` or a ``SeedsSummary``; ``compare.run`` a ``ComparisonSummary``.
+Every one has ``report()`` (what the script prints), ``objective`` (what
+``@hydra.main`` returns, for sweepers) and ``run_id`` (None when not tracked); the
+fits' ``metrics()`` are the scalars their runs log.
+"""
+
+from dataclasses import asdict, dataclass, field
+
+import mogjax as mg
+from experiments.timing import per_iteration
+
+
+def unit(method: str) -> str:
+    """What one tick of ``method``'s curve is: EM's iterations, an optimiser's steps."""
+    return "iteration" if method == "em" else "step"
+
+
+def _tracked(run_id: str | None, what: str = "MLflow run") -> str:
+    return f"; {what} {run_id}" if run_id else ""
+
+
+@dataclass
+class MixtureSummary:
+    """One EM or gradient-ascent fit (``method``: "em" or the optimiser's name)."""
+
+    method: str
+    final_log_likelihood: float
+    n_iter: int
+    converged: bool
+    fit_seconds: float
+    compile_seconds: float
+    seconds_per_iteration: float
+    bic: float
+    aic: float
+    n_rejected: int | None = None  # gradient ascent: steps rejected as not finite
+    run_id: str | None = None
+
+    @classmethod
+    def of(cls, method: str, result, x, timing: dict) -> "MixtureSummary":
+        n_iter = int(result.n_iter)
+        return cls(
+            method=method, final_log_likelihood=float(result.curve[n_iter]), n_iter=n_iter,
+            converged=bool(result.converged), fit_seconds=timing["fit_seconds"],
+            compile_seconds=timing["compile_seconds"],
+            seconds_per_iteration=per_iteration(timing, n_iter),
+            bic=float(mg.bic(result.params, x)), aic=float(mg.aic(result.params, x)),
+            n_rejected=int(result.n_rejected) if hasattr(result, "n_rejected") else None)
+
+    def metrics(self) -> dict[str, float]:
+        out = {k: float(v) for k, v in asdict(self).items()
+               if k not in ("method", "run_id") and v is not None}
+        return out
+
+    @property
+    def objective(self) -> float:
+        return self.final_log_likelihood
+
+    @property
+    def warning(self) -> str:
+        """What went wrong numerically but did not stop the fit ("" when nothing)."""
+        n = self.n_rejected or 0
+        return f"{n} gradient steps were not finite and were rejected" if n else ""
+
+    def report(self) -> str:
+        line = (f"final mean log-likelihood {self.final_log_likelihood:.6f} after "
+                f"{self.n_iter} {unit(self.method)}s{_tracked(self.run_id)}")
+        return line + (f"\nwarning: {self.warning}" if self.warning else "")
+
+
+@dataclass
+class MeanShiftSummary:
+    n_clusters: int
+    n_iter: int
+    converged: bool
+    bandwidth: float
+    fit_seconds: float
+    compile_seconds: float
+    seconds_per_iteration: float
+    run_id: str | None = None
+
+    def metrics(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items() if k != "run_id"}
+
+    @property
+    def objective(self) -> float:
+        return float(self.n_clusters)
+
+    def report(self) -> str:
+        return (f"{self.n_clusters} clusters (bandwidth {self.bandwidth:.4g}) after "
+                f"{self.n_iter} iterations{_tracked(self.run_id)}")
+
+
+@dataclass
+class SeedsSummary:
+    """Seeds ``seeds`` fitted in one compiled program (``n_seeds``)."""
+
+    seeds: list[int]
+    fits: list[MixtureSummary]
+    batch_fit_seconds: float
+    batch_compile_seconds: float
+    failed_seeds: list[int] = field(default_factory=list)
+    run_id: str | None = None
+
+    @property
+    def objective(self) -> float:
+        return max(f.final_log_likelihood for f in self.fits)
+
+    def report(self) -> str:
+        return (f"{len(self.seeds)} seeds in {self.batch_fit_seconds:.3f} s "
+                f"(+{self.batch_compile_seconds:.1f} s compile); best final mean "
+                f"log-likelihood {self.objective:.6f}{_tracked(self.run_id, 'MLflow parent run')}")
+
+
+@dataclass
+class ComparisonSummary:
+    """Methods fitted from one shared start (``compare.py``); ``comparison`` holds the
+    curves, time to target and alignment (``compare.measure``)."""
+
+    methods: dict[str, MixtureSummary]
+    comparison: dict
+    run_id: str | None = None
+    experiment_id: str | None = None
+    tracking_uri: str | None = None
+    charts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def objective(self) -> float:
+        return next(iter(self.methods.values())).final_log_likelihood
+
+    def report(self) -> str:
+        """The table of methods: final value, iterations, warm and compile time, time
+        to target."""
+        comp = self.comparison
+        lines = [f"\n{'method':8s} {'final mean log-lik':>18s}  {'iterations/steps':16s} "
+                 f"{'s/iter (warm)':>13s} {'compile s':>9s}  to target"]
+        for method, s in self.methods.items():
+            t = comp["to_target"][method]
+            to_target = (f"{t['iterations_to_target']} in {1e3 * t['seconds_to_target']:.3g} ms"
+                         if t["reached_target"] else "not reached")
+            count = f"{s.n_iter} {unit(method)}s"
+            lines.append(f"{method:8s} {s.final_log_likelihood:18.6f}  {count:16s} "
+                         f"{s.seconds_per_iteration:13.2e} {s.compile_seconds:9.2f}  {to_target}")
+        lines.append(f"(target: {comp['target']:.6f}; the methods are aligned to "
+                     f"{comp['alignment']['reference']} in alignment.json)")
+        return "\n".join(lines)
