@@ -91,3 +91,14 @@ def test_bad_missing_input_is_named():
         mg.fit_em(empty, 3, missing="marginalize")
     with pytest.raises(ValueError, match="missing"):
         mg.fit_em(XM, 3, missing="impute")
+
+
+def test_gaussian_mixture_marginalizes_when_asked():
+    gm = mg.GaussianMixture(3, covariance_type="diag", random_state=0, missing="marginalize")
+    gm.fit(XM)
+    ref = mg.fit_em(XM, 3, covariance_type="diag", init="kmeans", seed=0, missing="marginalize")
+    np.testing.assert_allclose(gm.means_, ref.params.means, rtol=1e-10)
+    np.testing.assert_allclose(gm.score_samples(XM), scipy_marginal(gm.params_, XM), atol=1e-8)
+    assert np.all(np.isfinite(gm.predict_proba(XM)))
+    with pytest.raises(ValueError, match="NaN"):
+        mg.GaussianMixture(3).fit(XM)  # scikit-learn's default: NaN is an error

@@ -118,3 +118,13 @@ def test_bad_chunked_weights_are_named():
         mg.fit_em([X[:100], X[100:]], K, sample_weight=[W[:100], -np.ones(172)])
     with pytest.raises(ValueError, match="272 entries, the data more rows"):
         mg.fit_em([X, X], K, sample_weight=W)
+
+
+def test_estimators_take_sample_weight():
+    gm = mg.GaussianMixture(K, covariance_type="diag", random_state=0).fit(X, sample_weight=W)
+    ref = mg.fit_em(X, K, covariance_type="diag", init="kmeans", seed=0, sample_weight=W)
+    np.testing.assert_allclose(gm.means_, ref.params.means, rtol=1e-10)
+    np.testing.assert_allclose(gm.score(X, sample_weight=W),
+                               mg.mean_log_likelihood(gm.params_, X, W), rtol=1e-12)
+    ms = mg.MeanShift(bandwidth=0.5).fit(X, sample_weight=W)
+    np.testing.assert_allclose(ms.cluster_centers_, mg.mean_shift(X, 0.5, sample_weight=W).centers)

@@ -6,11 +6,12 @@ from numbers import Integral, Real
 from typing import ClassVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from mogjax import _validation as v
 from mogjax import mixture as mx
@@ -77,6 +78,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         ``"float64"`` (or ``np.float64``): scikit-learn's precision whatever the
         flag (computed under ``jax.enable_x64``; float32 input stays float32, as in
         scikit-learn). ``"float32"``: float32 always.
+      missing: ``"error"`` (default, as scikit-learn: NaN is refused) or
+        ``"marginalize"``: NaN entries are missing at random; ``fit`` is exact EM on
+        the observed coordinates and ``predict``, ``predict_proba``,
+        ``score_samples`` and ``score`` use each row's observed coordinates
+        (``mogjax.missing``).
 
     Attributes (after ``fit``):
       weights_, means_, covariances_, precisions_, precisions_cholesky_: NumPy
@@ -131,6 +137,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "verbose": ["verbose"],
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
         "dtype": DTYPE,
+        "missing": [StrOptions({"error", "marginalize"})],
     }
 
     def __init__(
@@ -151,6 +158,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         verbose=0,
         verbose_interval=10,
         dtype=None,
+        missing="error",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -167,18 +175,21 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.dtype = dtype
+        self.missing = missing
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "params_")
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, sample_weight=None):
         """Fit by EM (``n_init`` restarts, the best kept). Returns ``self``.
 
-        ``y`` is ignored. Warns ``ConvergenceWarning`` when the fit did not converge.
+        ``y`` is ignored. ``sample_weight`` (n,): non-negative row weights (a row of
+        weight ``c`` counts as ``c`` copies; see ``mogjax.fit_em``). Warns
+        ``ConvergenceWarning`` when the fit did not converge.
         """
         with precision(self.dtype):
-            x = check_X(self, X, reset=True)
+            x = self._check(X, reset=True)
             if x.shape[0] < 2:
                 raise ValueError(
                     f"Found array with {x.shape[0]} sample(s) (shape={tuple(x.shape)}) "
@@ -187,9 +198,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             start, previous = time.perf_counter(), None
             if warm:  # continue from the last solution; its bound is the one before
                 previous = self.lower_bound_ if np.isfinite(self.lower_bound_) else None
-                result = self._fit_em(x, self.params_, 0, previous)
+                result = self._fit_em(x, self.params_, 0, sample_weight, previous)
             else:
-                result = self._restarts(x)
+                result = self._restarts(x, sample_weight)
             self._set_result(result)
         if self.verbose:
             self._print_curve(time.perf_counter() - start, previous)
@@ -197,15 +208,25 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             warnings.warn(NOT_CONVERGED, ConvergenceWarning)
         return self
 
-    def _fit_em(self, x, init_params, seed, previous=None):
+    def _fit_em(self, x, init_params, seed, sample_weight, previous=None):
         return fit_em(
             x, self.n_components, covariance_type=self.covariance_type,
             init=self.init_params, max_iter=self.max_iter, tol=self.tol,
             reg_covar=self.reg_covar, n_init=1, seed=seed, init_params=init_params,
-            previous_log_likelihood=previous,
+            previous_log_likelihood=previous, sample_weight=sample_weight,
+            missing=self.missing,
         )
 
-    def _restarts(self, x):
+    def _check(self, X, *, reset: bool):
+        """``check_X``, letting NaN through when ``missing="marginalize"``."""
+        holes = np.isnan(np.asarray(X, dtype=float)) if self.missing != "error" else None
+        if holes is None or not holes.any():
+            return check_X(self, X, reset=reset)
+        x = check_X(self, np.where(holes, 0.0, np.asarray(X, dtype=float)), reset=reset)
+        validate_data(self, X, reset=reset, skip_check_array=True)  # feature names
+        return jnp.where(holes, jnp.nan, x)
+
+    def _restarts(self, x, sample_weight):
         """``n_init`` fits, one after the other: restart 0 from ``seed``
         (``random_state=s`` fits as ``fit_em(..., seed=s)``), restart ``i`` from the
         key ``fold_in(key(seed), i)``. So restart ``i`` starts where it would for any
@@ -221,7 +242,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         best, best_bound, error = None, -np.inf, None
         for i in range(self.n_init):
             try:
-                result = self._fit_em(x, given, jax.random.fold_in(key, i) if i else seed)
+                result = self._fit_em(x, given, jax.random.fold_in(key, i) if i else seed,
+                                      sample_weight)
             except DegenerateCovarianceError as err:
                 error = err
                 continue
@@ -232,9 +254,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise error
         return best
 
-    def fit_predict(self, X, y=None):
+    def fit_predict(self, X, y=None, sample_weight=None):
         """Fit, then return the component of every point, (n,): ``fit(X).predict(X)``."""
-        return self.fit(X).predict(X)
+        return self.fit(X, sample_weight=sample_weight).predict(X)
 
     def _set_result(self, result):
         params = result.params
@@ -276,17 +298,21 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _checked(self, X):
         """``(params_, X checked)`` for the functional API; ``NotFittedError`` first."""
         check_is_fitted(self)
-        return self.params_, check_X(self, X, reset=False)
+        return self.params_, self._check(X, reset=False)
 
     def score_samples(self, X):
         """Log-density of the mixture at every point, (n,)."""
         with precision(self.dtype):
             return np.asarray(mx.score_samples(*self._checked(X)))
 
-    def score(self, X, y=None):
+    def score(self, X, y=None, sample_weight=None):
         """Mean log-likelihood per sample (a float): the mean of ``score_samples``, as
-        in scikit-learn."""
-        return float(np.mean(self.score_samples(X)))
+        in scikit-learn; weighted by ``sample_weight`` (n,) when given."""
+        log_density = self.score_samples(X)
+        if sample_weight is None:
+            return float(np.mean(log_density))
+        w = np.asarray(v.check_sample_weight(sample_weight, len(log_density), np.float64))
+        return float(np.sum(np.where(w > 0, w * log_density, 0.0)) / np.sum(w))
 
     def predict(self, X):
         """Component of largest responsibility, (n,) integers."""

@@ -111,10 +111,15 @@ class MeanShift(ClusterMixin, BaseEstimator):
         return hasattr(self, "cluster_centers_")
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Cluster ``X`` (n, d); ``y`` is ignored. Returns ``self``."""
+    def fit(self, X, y=None, sample_weight=None):
+        """Cluster ``X`` (n, d); ``y`` is ignored. Returns ``self``.
+
+        ``sample_weight`` (n,): non-negative row weights; the density is the weighted
+        kernel estimate (``mogjax.mean_shift``).
+        """
         with precision(self.dtype):
             x = check_X(self, X, reset=True)
+            v.check_sample_weight(sample_weight, x.shape[0], x.dtype)
             bandwidth = self.bandwidth
             if bandwidth is None:
                 bandwidth = float(estimate_bandwidth(x)) / math.sqrt(x.shape[1] + 2)
@@ -124,7 +129,7 @@ class MeanShift(ClusterMixin, BaseEstimator):
                     bin_seeding=self.bin_seeding and self.seeds is None,
                     min_bin_freq=self.min_bin_freq, cluster_all=self.cluster_all,
                     merge_radius=self.merge_radius, blurring=self.blurring,
-                    block_size=self.block_size,
+                    block_size=self.block_size, sample_weight=sample_weight,
                 )
             else:
                 result = self._distinct_points(x)
@@ -168,9 +173,9 @@ class MeanShift(ClusterMixin, BaseEstimator):
             kernel_evaluations=0,
         )
 
-    def fit_predict(self, X, y=None):
+    def fit_predict(self, X, y=None, sample_weight=None):
         """Fit, then return ``labels_``, (n,)."""
-        return self.fit(X).labels_
+        return self.fit(X, sample_weight=sample_weight).labels_
 
     def predict(self, X):
         """Index of the nearest cluster centre of every row of ``X``, (n,)."""
