@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 import mogjax as mg
-from experiments import configs
+from experiments import configs, model
 from experiments.configs import DataName
 from experiments.interrupt import (
     RunInterrupted, exit_code, hard_exit, interruptible, interruption, signals_raise,
@@ -121,6 +121,7 @@ def log_mixture_fit(run, cfg, result, x, summary: MixtureSummary, data_name: str
     run.set_tags({"degenerate": "false", "stop_reason": result.stop_reason,
                   "numerical_warnings": summary.warning or "none"})
     run.log_params_artifact(result.params)
+    run.log_model(model.mixture(result.params, column_names(cfg, data_name, x.shape[1])), x)
     if not cfg.tracking.log_plots:
         return
     from mogjax.plotting import plot_clusters, plot_curves
@@ -189,6 +190,8 @@ def log_mean_shift_fit(run, cfg, result, x, summary: MeanShiftSummary, data_name
     run.log_curve("max_shift", np.asarray(result.curve[1 : int(result.n_iter) + 1]))
     run.log_scalars(summary.metrics())
     run.log_dict({"centers": np.asarray(result.centers).tolist()}, "modes.json")
+    run.log_model(model.modes(result.centers, column_names(cfg, data_name, x.shape[1]),
+                              summary.bandwidth), x)
     if x.shape[1] == 2 and cfg.tracking.log_plots:
         from mogjax.plotting import plot_clusters
 

@@ -49,7 +49,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from experiments import store
+from experiments import model, store
 from experiments.fallback import UPLOAD_COMMAND, RunRecord, usable_folder
 from experiments.interrupt import RunInterrupted, signal_name, signals_raise
 from experiments.provenance import (environment, flatten, git_info, process_identity,
@@ -152,6 +152,12 @@ class Run:
                        "weights": np.asarray(params.weights).tolist(),
                        "means": np.asarray(params.means).tolist(),
                        "covariances": np.asarray(params.covariances).tolist()}, "params.json")
+
+    def log_model(self, fitted, example) -> None:
+        """``fitted`` (``experiments.model``) as the run's MLflow model,
+        ``runs:/<id>/model``; ``example``: the data, whose first rows are its input
+        example. Not in the local record (``params.npz`` is)."""
+        self._send(lambda c: model.log_model(fitted, example, self.run_id))
 
     def log_config(self, cfg, params: dict | None = None) -> None:
         """``params`` (a nested dict; default: the resolved config) as params in one
