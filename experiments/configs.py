@@ -105,6 +105,11 @@ class OptimizerConfig:
     options: dict[str, Any] = field(default_factory=dict)  # e.g. momentum for sgd
 
 
+class RegisterMetric(str, Enum):
+    bic = "bic"
+    final_log_likelihood = "final_log_likelihood"
+
+
 @dataclass
 class TrackingConfig:
     enabled: bool = True
@@ -115,6 +120,10 @@ class TrackingConfig:
     summary_metric: str = "bic"
     log_plots: bool = True  # the curve and cluster plots of every run (off: faster sweeps)
     fallback_dir: str = "mlflow-fallback"  # where a run's results go if the store fails
+    # multirun: register the best run's model (lowest bic, highest final_log_likelihood)
+    # as model_name, alias champion (experiments/registry.py)
+    register_best: Optional[RegisterMetric] = None
+    model_name: str = "mogjax"
 
 
 @dataclass
