@@ -11,6 +11,7 @@ its id, the parent run and where to see it in the UI.
 import atexit
 import logging
 import os
+import sys
 import uuid
 
 import mlflow
@@ -23,7 +24,7 @@ from experiments import configs, store, study, tracking, ui_layout
 from experiments.fallback import usable_folder
 from experiments.interrupt import EXIT_HOOKS
 from experiments.reap import reap_at_start
-from experiments.store import tracking_uri
+from experiments.store import TrackingUnavailable, tracking_uri
 from experiments.tracking import PARENT_ENV, SWEEP_ENV
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,15 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         """Check the config's fixed values and the store (created and migrated here,
-        once, under a lock, before any job starts), then open the sweep's parent."""
+        once, under a lock, before any job starts), then open the sweep's parent. A
+        bad value or store is one ``error:`` line and exit status 1, before any job."""
+        try:
+            self._open_parent(config)
+        except (ValueError, TrackingUnavailable) as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(1)
+
+    def _open_parent(self, config: DictConfig) -> None:
         task = config.hydra.job.name
         (configs.validate_compare if task == "compare" else configs.validate)(config)
         if not config.tracking.enabled:

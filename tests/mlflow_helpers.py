@@ -14,6 +14,9 @@ from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
+# A fit that runs for seconds and reports progress (to send a signal mid-fit).
+LONG_FIT = ("data=synthetic", "data.n_samples=40000", "model.k=3", "stop.tol=0",
+            "stop.max_iter=4000", "progress_every=50")
 
 
 def script_env() -> dict:
@@ -39,11 +42,11 @@ def run_script(script, *overrides, store=None, check=True, timeout=300):
     return proc
 
 
-def start_script(script, *overrides, store, **kwargs) -> subprocess.Popen:
+def start_script(script, *overrides, store, env=None, **kwargs) -> subprocess.Popen:
     """Start a script in the background, its stdout a pipe of text lines."""
     return subprocess.Popen(script_args(script, *overrides, store=store), cwd=store["cwd"],
-                            env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kwargs)
+                            env=env or script_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
 
 
 def wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 120) -> str:
@@ -65,9 +68,9 @@ def client_for(store):
     return MlflowClient(store["uri"])
 
 
-def runs_of(store, filter_string=""):
+def runs_of(store, filter_string="", experiment="mogjax"):
     client = client_for(store)
-    exp = client.get_experiment_by_name("mogjax")
+    exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []
     return client.search_runs([exp.experiment_id], filter_string=filter_string, max_results=1000)

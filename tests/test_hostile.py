@@ -121,3 +121,442 @@ def test_nan_appearing_on_a_later_pass_is_named():
 
     with pytest.raises(ValueError, match=r"chunk 0 contains NaN \(row 100 .*column 1"):
         mg.fit_em(source, 2, chunk_size=100)
+
+
+# =========================================================================================
+# The experiments: concurrent first runs, kill -9, Ctrl-C, broken stores, odd data files.
+# Real components: sqlite stores, `mlflow server` on 127.0.0.1, Hydra, signals.
+# =========================================================================================
+
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from tests.mlflow_helpers import (  # noqa: E402
+    LONG_FIT, ROOT, client_for, free_port, mlflow_server, runs_of, script_env, start_script,
+    study_runs, wait_for_line,
+)
+
+
+def one_line_error(run, cfg, capsys) -> str:
+    """``run(cfg)`` as a script runs it: the one ``error:`` line it prints (exit 1)."""
+    from experiments import common
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        common.one_line_errors(run)(cfg)
+    assert exit_info.value.code == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def finished_with_every_point(client, run) -> None:
+    assert run.info.status == "FINISHED", (run.info.run_name, run.info.status)
+    n_iter = int(run.data.metrics["n_iter"])
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "log_likelihood"))
+    assert steps == list(range(n_iter + 1)), run.info.run_name
+
+
+# --- concurrent first runs and sweeps on a fresh sqlite store -------------------------------
+
+
+@pytest.mark.slow
+def test_first_runs_and_sweeps_started_together_on_a_fresh_store_lose_nothing(tmp_path):
+    """Four processes on a store that does not exist yet: two single runs, a sweep with
+    the basic launcher and a 16-job sweep on two joblib workers (six writers at once).
+    MLflow's schema creation used to race (``table ... already exists``, ``duplicate
+    column``): the store is now created and migrated once, under a lock."""
+    store = {"uri": f"sqlite:///{tmp_path / 'fresh.db'}", "cwd": tmp_path}
+    quiet = "tracking.log_plots=false"
+    procs = [
+        start_script("fit.py", "seed=1", "tracking.run_name=single-em", quiet, store=store),
+        start_script("fit.py", "algorithm=gradient", "stop.max_iter=40",
+                     "tracking.run_name=single-adam", quiet, store=store),
+        start_script("fit.py", "-m", "seed=0,1", "tags=[basic2]", quiet, store=store),
+        start_script("fit.py", "-m", "model.k=1,2,3,4", "seed=0,1,2,3", "hydra/launcher=joblib",
+                     "hydra.launcher.n_jobs=2", "tags=[sweep16]",
+                     "tracking.summary_param=model.k", quiet, store=store),
+    ]
+    try:
+        for proc in procs:
+            _, err = proc.communicate(timeout=600)
+            assert proc.returncode == 0, err[-3000:]
+    finally:
+        for proc in procs:
+            proc.kill()
+    client = client_for(store)
+    for name in ("single-em", "single-adam"):
+        (run,) = runs_of(store, f"attributes.run_name = '{name}'")
+        finished_with_every_point(client, run)
+    for study, n in (("basic2", 2), ("sweep16", 16)):
+        children = study_runs(store, study)
+        assert len(children) == n
+        for run in children:
+            finished_with_every_point(client, run)
+        (parent_id,) = {r.data.tags["mlflow.parentRunId"] for r in children}
+        parent = client.get_run(parent_id)
+        assert parent.info.status == "FINISHED"
+        assert {r.data.tags["sweep_id"] for r in children} == {parent.data.tags["sweep_id"]}
+    sweep16 = study_runs(store, "sweep16")
+    assert {(r.data.params["model.k"], r.data.params["seed"]) for r in sweep16} == {
+        (str(k), str(s)) for k in range(1, 5) for s in range(4)}
+    parent_id = sweep16[0].data.tags["mlflow.parentRunId"]
+    assert "bic_vs_model.k.png" in {a.path for a in client.list_artifacts(parent_id)}
+    assert len(runs_of(store)) == 2 + 3 + 17  # nothing else, nothing lost
+
+
+# --- runs whose process died without a word -------------------------------------------------
+
+
+ENDLESS_FIT = (*LONG_FIT[:-2], "stop.max_iter=1000000", "progress_every=500")
+
+
+@pytest.mark.slow
+def test_runs_killed_with_sigkill_are_found_and_marked_killed(cfg_factory, store):
+    """kill -9 used to leave the run RUNNING forever and its record orphaned in a
+    temporary folder. Now the record waits in the project's fallback folder, and the
+    start of the next run on the store (or ``python -m experiments.reap``) marks the
+    run KILLED, with an end time and how it was found, after uploading the record.
+    A run whose process is alive is left alone."""
+    from experiments import fit, reap
+
+    fallback = store["cwd"] / "mlflow-fallback"
+    procs = [start_script("fit.py", *ENDLESS_FIT, f"tracking.run_name=sigkill-{i}",
+                          store=store) for i in (1, 2)]
+    try:
+        for proc in procs:
+            wait_for_line(proc, "EM iteration")
+        ids = [runs_of(store, f"attributes.run_name = 'sigkill-{i}'")[0].info.run_id
+               for i in (1, 2)]
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(timeout=30)
+        record = json.loads((fallback / ids[0] / "run.json").read_text())
+        assert record["status"] == "RUNNING" and record["params"]["model.k"] == "3"
+
+        fit.run(cfg_factory(f"tracking.uri={store['uri']}", f"tracking.fallback_dir={fallback}",
+                            "model.k=1", "tracking.log_plots=false"))
+        client = client_for(store)
+        first, second = client.get_run(ids[0]), client.get_run(ids[1])
+        assert first.info.status == "KILLED" and first.info.end_time is not None
+        assert first.data.tags["killed_by"] == "process gone"
+        assert first.data.tags["found_by"].startswith("the start of a run by process")
+        assert first.data.params["model.k"] == "3"  # what was logged stays
+        assert not (fallback / ids[0]).exists()  # the record was uploaded, then removed
+        assert second.info.status == "RUNNING"  # alive: left alone
+
+        procs[1].send_signal(signal.SIGKILL)
+        procs[1].wait(timeout=30)
+        assert reap.main(["--tracking-uri", store["uri"], "--fallback-dir", str(fallback)]) == 0
+        second = client.get_run(ids[1])
+        assert second.info.status == "KILLED" and second.info.end_time is not None
+        assert second.data.tags["found_by"] == "python -m experiments.reap"
+        assert not (fallback / ids[1]).exists()
+        assert reap.main(["--tracking-uri", store["uri"]]) == 0  # nothing more to do
+    finally:
+        for proc in procs:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_ctrl_c_names_the_interruption(store):
+    """Ctrl-C used to print ``stopped: `` with no reason."""
+    proc = start_script("fit.py", *LONG_FIT, "tracking.run_name=ctrl-c", store=store)
+    try:
+        wait_for_line(proc, "EM iteration")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    (run,) = runs_of(store, "attributes.run_name = 'ctrl-c'")
+    (line,) = [line for line in err.splitlines() if line.startswith("stopped:")]
+    assert line == (f"stopped: interrupted by SIGINT (Ctrl-C) (MLflow run {run.info.run_id} "
+                    "marked KILLED)")
+    assert run.info.status == "KILLED" and run.data.tags["killed_by"] == "SIGINT"
+
+
+# --- a store that dies mid-run while the fallback folder is bad ------------------------------
+
+
+@pytest.mark.slow
+def test_a_bad_fallback_folder_still_keeps_the_results(tmp_path):
+    """``tracking.fallback_dir`` an existing file while the server dies mid-run used to
+    end in a FileExistsError traceback, the results left in a temporary folder. Now
+    they are kept in the project's ``mlflow-fallback`` (the working directory's), the
+    message says how to upload them, and the upload completes the run."""
+    port, not_a_folder = free_port(), tmp_path / "a-file"
+    not_a_folder.write_text("")
+    with mlflow_server(tmp_path, port) as server:
+        store = {"uri": server.url, "cwd": tmp_path}
+        proc = start_script("fit.py", *LONG_FIT, "tracking.run_name=orphan",
+                            f"tracking.fallback_dir={not_a_folder}", store=store)
+        try:
+            wait_for_line(proc, "EM iteration")
+            server.stop()
+            _, err = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+    assert proc.returncode == 1 and "Traceback" not in err and "FileExistsError" not in err
+    (folder,) = (tmp_path / "mlflow-fallback").iterdir()
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert server.url in line and str(folder) in line
+    assert f"python -m experiments.fallback {folder} --tracking-uri {server.url}" in line
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "FINISHED" and record["params"]["model.k"] == "3"
+    points = [json.loads(p) for p in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert len([p for p in points if p["key"] == "log_likelihood"]) == 4001
+    assert {"params.npz", "params.json", "config.yaml"} <= {
+        p.name for p in (folder / "artifacts").iterdir()}
+
+    with mlflow_server(tmp_path, port) as server:  # the same server comes back
+        from experiments.fallback import upload
+
+        run_id = upload(folder)
+        assert run_id == folder.name
+        client = client_for({"uri": server.url})
+        assert client.get_run(run_id).info.status == "FINISHED"
+        assert len(client.get_metric_history(run_id, "log_likelihood")) == 4001
+        assert "params.npz" in {a.path for a in client.list_artifacts(run_id)}
+
+
+# --- every config value checked before a run is created ------------------------------------
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["algorithm=meanshift", "algorithm.max_iter=-5"], "algorithm.max_iter must be an integer >= 1, got -5"),
+    (["model.reg_covar=nan"], "model.reg_covar must be a finite number >= 0, got nan"),
+    (["data=synthetic", "data.n_samples=0"], "data.n_samples must be an integer >= 1, got 0"),
+    (["data=synthetic", "data.n_features=0"], "data.n_features must be an integer >= 1, got 0"),
+    (["data=synthetic", "data.n_components=0"], "data.n_components must be an integer >= 1"),
+    (["stop.tol=-1"], "stop.tol must be a finite number >= 0"),
+    (["algorithm=gradient", "optimizer.name=adamm"], "optimizer 'adamm': Invalid value for 'optimizer'"),
+    (["compare=[em,nosuch]"], "optimizer 'nosuch'"),
+    (["algorithm=gradient", "+optimizer.options.foo=1"], "Unknown arguments for optimizer 'adam'"),
+    (["data=synthetic", "data.n_samples=2", "model.k=3"], "the data have 2 rows, fewer than model.k=3"),
+])
+def test_every_config_value_is_checked_before_a_run_is_created(cfg_factory, store, capsys,
+                                                               overrides, message):
+    from experiments import fit
+
+    before = len(runs_of(store))
+    line = one_line_error(fit.run, cfg_factory(f"tracking.uri={store['uri']}", *overrides), capsys)
+    assert message in line
+    assert len(runs_of(store)) == before  # no FAILED run left behind
+
+
+def test_the_synthetic_generator_refuses_empty_sizes():
+    """``make_mixture(..., n_features=0)`` used to raise an IndexError."""
+    for k, d in ((3, 0), (0, 2)):
+        with pytest.raises(ValueError, match="n_features|n_components"):
+            mg.make_mixture(0, 10, k, d)
+
+
+def test_any_optax_optimiser_runs_without_a_preset(cfg_factory):
+    from experiments import compare, fit
+
+    summary = fit.run(cfg_factory("algorithm=gradient", "optimizer.name=lion",
+                                  "optimizer.learning_rate=0.01", "stop.max_iter=5",
+                                  "tracking.enabled=false"))
+    assert summary.method == "lion" and summary.n_iter == 5
+    summary = compare.run(cfg_factory("compare=[em,lion]", "stop.max_iter=5",
+                                      "tracking.enabled=false"))
+    assert list(summary.methods) == ["em", "lion"]
+
+
+# --- broken stores: one line naming the store and what to do, within 10 s ---------------------
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder nobody may write in (root too: the immutable flag)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    immutable = os.geteuid() == 0
+    if immutable and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+        pytest.skip("running as root without chattr +i: cannot make a folder read-only")
+    try:
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("case", ["not writable", "corrupt", "unknown scheme",
+                                  "deleted experiment"])
+def test_a_broken_store_is_one_line_within_ten_seconds(cfg_factory, store, tmp_path, capsys,
+                                                       request, case):
+    """They used to give tracebacks of 32 to 192 lines, one after 107 s."""
+    from experiments import fit
+
+    name = "mogjax"
+    if case == "not writable":
+        uri = f"sqlite:///{request.getfixturevalue('read_only_folder') / 'mlflow.db'}"
+        advice = "cannot write in"
+    elif case == "corrupt":
+        (tmp_path / "mlflow.db").write_bytes(b"not a database\n" * 1000)
+        uri, advice = f"sqlite:///{tmp_path / 'mlflow.db'}", "is not an sqlite database"
+    elif case == "unknown scheme":
+        uri, advice = "sqlit:///mlflow.db", "unknown scheme 'sqlit'"
+    else:
+        client = client_for(store)
+        name = f"deleted-{time.monotonic_ns()}"
+        client.delete_experiment(client.create_experiment(name))
+        uri, advice = store["uri"], "mlflow experiments restore --experiment-id"
+    cfg = cfg_factory(f"tracking.uri={uri}", f"tracking.experiment_name={name}",
+                      "tracking.log_plots=false")
+    start = time.monotonic()
+    line = one_line_error(fit.run, cfg, capsys)
+    assert time.monotonic() - start < 10
+    assert uri in line and advice in line
+    assert "tracking.uri" in line or "tracking.experiment_name=NAME" in line
+
+
+def test_a_sweep_on_a_broken_store_stops_before_any_job(cfg_factory, tmp_path, capsys):
+    """Two sweeps on a fresh store used to fail in ``on_multirun_start`` with a
+    traceback; a broken store there is one line too, before any job."""
+    from experiments.sweep import SweepCallback
+
+    (tmp_path / "mlflow.db").write_bytes(b"\x00garbage" * 100)
+    config = cfg_factory(f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", hydra=True)
+    with pytest.raises(SystemExit) as exit_info:
+        SweepCallback().on_multirun_start(config)
+    assert exit_info.value.code == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: tracking store") and "is not an sqlite database" in line
+
+
+# --- data files ------------------------------------------------------------------------------
+
+
+def load(path, **kwargs):
+    return mg.datasets.load_file(path, **kwargs)
+
+
+def test_a_typo_in_the_first_row_is_an_error_not_a_header(tmp_path):
+    """``3.6,7x9`` used to be taken for a header and dropped: 5 of 6 rows fitted."""
+    path = tmp_path / "typo.csv"
+    path.write_text("3.6,7x9\n1,2\n3,4\n")
+    with pytest.raises(ValueError, match=r"typo.csv'?, line 1, column 2: '7x9' is not a number "
+                                         r"\(a header row holds no numbers"):
+        load(path)
+    assert load(path, header=True).tolist() == [[1, 2], [3, 4]]  # forced: skipped
+    named = tmp_path / "named.csv"
+    named.write_text("# comment\nduration,waiting\n1,2\n")
+    assert load(named).tolist() == [[1, 2]]  # no number in it: a header
+    with pytest.raises(ValueError, match="line 2, column 1: 'duration' is not a number"):
+        load(named, header=False)
+    numbers = tmp_path / "numbers.csv"
+    numbers.write_text("1,2\n3,4\n")
+    assert load(numbers, header=True).tolist() == [[3, 4]]
+
+
+def test_data_header_from_the_config(cfg_factory, tmp_path, capsys):
+    from experiments import fit
+
+    path = tmp_path / "x.csv"
+    np.savetxt(path, FAITHFUL32.astype(np.float64), delimiter=",", header="a,b", comments="")
+    cfg = cfg_factory("data=file", f"data.path={path}", "data.header=false",
+                      "tracking.enabled=false")
+    assert "line 1, column 1: 'a' is not a number" in one_line_error(fit.run, cfg, capsys)
+    cfg = cfg_factory("data=file", f"data.path={path}", "data.header=true", "tracking.enabled=false")
+    assert fit.run(cfg).n_iter >= 1
+
+
+def test_a_file_of_nul_bytes_is_refused_from_its_first_bytes(tmp_path):
+    """A 2 GB file of NUL bytes named .csv used to take 89 s and 18 GB of memory."""
+    path = tmp_path / "zeros.csv"
+    with open(path, "wb") as f:
+        f.truncate(2 * 1024**3)  # sparse: no disk used
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"zeros.csv'? is not a text file \(a NUL byte at byte 1\)"):
+        load(path)
+    assert time.monotonic() - start < 2
+
+
+def test_a_binary_file_is_named(tmp_path):
+    """``'utf-8' codec can't decode byte 0xdd`` used to come without the file's name."""
+    path = tmp_path / "binary.csv"
+    path.write_bytes(bytes(range(0xD0, 0xFF)) * 10)
+    with pytest.raises(ValueError, match=r"binary.csv'? is not UTF-8 text \(byte 0xd0 at byte 1\)"):
+        load(path)
+    later = tmp_path / "later.csv"  # valid at first, then a bad byte in line 3
+    later.write_bytes(b"1,2\n" * (70_000 // 4) + b"3,\xdd\n")
+    with pytest.raises(ValueError, match=r"line 17501, byte 3: not UTF-8 text"):
+        load(later)
+
+
+def test_a_folder_and_an_endless_line_are_named(tmp_path):
+    """A folder used to be reported as "does not exist"."""
+    (tmp_path / "data.csv").mkdir()
+    with pytest.raises(ValueError, match=r"data.csv'? is a folder, not a file"):
+        load(tmp_path / "data.csv")
+    line = tmp_path / "line.csv"
+    line.write_text("1," * (1 << 20))
+    with pytest.raises(ValueError, match="line 1: longer than 1048576 bytes"):
+        load(line)
+
+
+def test_parsing_streams_with_bounded_memory(tmp_path):
+    """The rows are read line by line into blocks: memory at the peak is the result and
+    a block, not the file's lines as strings and lists."""
+    import tracemalloc
+
+    rows = 200_000
+    path = tmp_path / "big.csv"
+    np.savetxt(path, np.random.default_rng(0).normal(size=(rows, 2)), delimiter=",", fmt="%.6f")
+    tracemalloc.start()
+    try:
+        x = load(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert x.shape == (rows, 2)
+    assert peak < 3 * x.nbytes + 16e6, peak  # the old reader held ~30x the result
+
+
+# --- rerun names the cause of a mismatch ----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_rerun_names_the_files_changed_since_the_logged_run(store, tmp_path, capsys):
+    """After a source edit rerun used to say "did not reproduce" and no more. A run
+    logged from a copy of the project whose code differs (the fit ignores the logged
+    tol) is re-run here: the message names the changed file."""
+    from experiments import rerun
+
+    copy = tmp_path / "project"
+    for part in ("mogjax", "experiments", "conf"):
+        shutil.copytree(ROOT / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
+    common = copy / "experiments" / "common.py"
+    text = common.read_text()
+    assert "kwargs = dict(tol=stop.tol," in text
+    common.write_text(text.replace("kwargs = dict(tol=stop.tol,", "kwargs = dict(tol=1e-2,"))
+    env = {**script_env(), "PYTHONPATH": str(copy)}
+    args = [sys.executable, str(copy / "experiments" / "fit.py"), "tracking.run_name=edited",
+            f"tracking.uri={store['uri']}", "tracking.log_plots=false"]
+    proc = subprocess.run(args, cwd=store["cwd"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = runs_of(store, "attributes.run_name = 'edited'")
+    capsys.readouterr()
+    assert rerun.main([run.info.run_id, "--tracking-uri", store["uri"]]) == 1
+    out = capsys.readouterr().out
+    assert "did not reproduce" in out and "log_likelihood: " in out
+    assert "the code changed since the logged run: experiments/common.py (modified)" in out
+
+
+def test_rerun_names_package_versions():
+    from experiments import rerun
+    from experiments.provenance import environment, source_files
+
+    logged = {"tags": {}, "sources": source_files(),
+              "environment": {**environment(), "packages": {"jax": "0.0.1"}}}
+    assert rerun.causes(logged) == [
+        f"the environment differs: jax: 0.0.1 then, {environment()['packages']['jax']} now"]
