@@ -17,20 +17,21 @@ import jax.numpy as jnp
 from mogjax import _blocks
 from mogjax import _validation as v
 from mogjax._typing import ArrayLike
-from mogjax.em import fit_em_compiled
+from mogjax.em import curve_capacity, fit_em_compiled, trimmed
 from mogjax.results import FitResult
 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("k", "covariance_type", "init", "max_iter", "equal_weights",
+    static_argnames=("k", "covariance_type", "init", "capacity", "equal_weights",
                      "block_size"),
 )
-def _fit_seeds_compiled(x, keys, user_init, tol, reg_covar, patience, weight,
+def _fit_seeds_compiled(x, keys, user_init, tol, reg_covar, patience, weight, max_iter,
                         **static) -> FitResult:
     """``keys``: (seeds, n_init). The best restart of every seed, stacked."""
     best_of = lambda seed_keys: fit_em_compiled(x, seed_keys, user_init, tol, reg_covar,
-                                                 patience, jnp.nan, weight, **static)[0]
+                                                 patience, jnp.nan, weight, max_iter,
+                                                 **static)[0]
     return jax.vmap(best_of)(keys)
 
 
@@ -89,10 +90,11 @@ def fit_em_seeds(
     v.check_enough_samples(n if weight is None else int(jnp.sum(weight > 0)), k)
     patience, _ = v.check_stop_rule(patience, None)
     keys = jnp.stack([v.split_keys(s, n_init) for s in seeds])
-    return _fit_seeds_compiled(
+    result = _fit_seeds_compiled(
         x, keys, v.check_user_init(init_params, k, d, covariance_type),
         jnp.asarray(tol, x.dtype), jnp.asarray(reg_covar, x.dtype), jnp.int32(patience), weight,
-        k=k, covariance_type=covariance_type, init=init,
-        max_iter=max_iter, equal_weights=bool(equal_weights),
+        jnp.int32(max_iter), k=k, covariance_type=covariance_type, init=init,
+        capacity=curve_capacity(max_iter), equal_weights=bool(equal_weights),
         block_size=None if block_size is None else _blocks.choose_block_size(n, 1, block_size),
     )
+    return trimmed(result, max_iter)

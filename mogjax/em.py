@@ -84,18 +84,22 @@ class EMState(NamedTuple):
     degenerate: Array
 
 
-def em_loop(e_step_fn, params, tol, reg_covar, max_iter: int, equal_weights: bool,
-            verbose: int = 0, patience=1, previous=None) -> FitResult:
+def em_loop(e_step_fn, params, tol, reg_covar, max_iter, equal_weights: bool,
+            verbose: int = 0, patience=1, previous=None, capacity: int | None = None
+            ) -> FitResult:
     """The EM loop from ``params`` over any E-step ``params -> SufficientStats``: one
     ``lax.while_loop``, the curve as data (in-memory and sharded EM share it).
 
     Stops by ``mogjax.results``' rule (``tol``, ``patience``; ``previous`` is the
-    value before ``params`` when continuing a fit). A step whose parameters are not
-    finite is undone and stops the loop (``degenerate``).
+    value before ``params`` when continuing a fit) or after ``max_iter`` iterations
+    (traced when ``capacity``, the curve's static length less one, is given; else a
+    static int and the capacity itself). A step whose parameters are not finite is
+    undone and stops the loop (``degenerate``).
     """
     stats0 = e_step_fn(params)
     dtype = stats0.log_likelihood.dtype
-    curve = jnp.full((max_iter + 1,), jnp.nan, dtype).at[0].set(stats0.mean_log_likelihood)
+    capacity = max_iter if capacity is None else capacity
+    curve = jnp.full((capacity + 1,), jnp.nan, dtype).at[0].set(stats0.mean_log_likelihood)
 
     def cond(s: EMState):
         return (s.step < max_iter) & ~s.converged & ~s.degenerate
@@ -121,28 +125,43 @@ def em_loop(e_step_fn, params, tol, reg_covar, max_iter: int, equal_weights: boo
 
 
 def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verbose=0,
-            patience=1, previous=None, weight=None) -> FitResult:
+            patience=1, previous=None, weight=None, capacity=None) -> FitResult:
     """EM on in-memory ``x`` from ``params``, its features cached when they fit."""
     data, center, cached = e_step_data(x, params.covariance_type, weight=weight)
     e_step_fn = lambda p: stats_of(p, data, center, block_size, cached, weight)
     return em_loop(e_step_fn, params, tol, reg_covar, max_iter, equal_weights, verbose,
-                   patience, previous)
+                   patience, previous, capacity)
+
+
+def curve_capacity(max_iter: int) -> int:
+    """The compiled curve's length less one for ``max_iter``: a power of two, at least
+    128, so that every ``max_iter`` up to it shares one program (``max_iter`` is
+    traced; results are trimmed to ``max_iter + 1`` entries on the host)."""
+    return max(128, 1 << max(int(max_iter), 1).bit_length())
+
+
+def trimmed(result: FitResult, max_iter: int) -> FitResult:
+    """``result`` with its curve cut to ``max_iter + 1`` entries (last axis)."""
+    return result._replace(curve=result.curve[..., : max_iter + 1])
 
 
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "k", "covariance_type", "init", "max_iter", "equal_weights", "block_size",
+        "k", "covariance_type", "init", "capacity", "equal_weights", "block_size",
         "verbose",
     ),
 )
 def fit_em_compiled(
-    x, keys, user_init, tol, reg_covar, patience=1, previous=jnp.nan, weight=None, *, k,
-    covariance_type, init, max_iter, equal_weights, block_size, verbose=0,
+    x, keys, user_init, tol, reg_covar, patience=1, previous=jnp.nan, weight=None,
+    max_iter=None, *, k, covariance_type, init, capacity, equal_weights, block_size,
+    verbose=0,
 ) -> tuple[FitResult, FitResult]:
     """Initialise and run EM for every key with ``vmap``; return (best, all runs).
 
-    ``weight``: the rows' sample weights (``None``: unweighted, a program of its own)."""
+    ``weight``: the rows' sample weights (``None``: unweighted, a program of its own).
+    ``max_iter`` (traced; default ``capacity``) at most; curves of ``capacity + 1``."""
+    max_iter = capacity if max_iter is None else max_iter
 
     def one_run(key):
         params = initialize(
@@ -150,7 +169,7 @@ def fit_em_compiled(
             block_size=block_size, sample_weight=weight, **user_init,
         )
         return _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verbose,
-                       patience, previous, weight)
+                       patience, previous, weight, capacity)
 
     return restarts(one_run, keys)
 
@@ -166,12 +185,12 @@ def restarts(one_run, keys) -> tuple[FitResult, FitResult]:
 
 @functools.partial(
     jax.jit,
-    static_argnames=("k", "covariance_type", "init", "max_iter", "equal_weights", "block_size",
+    static_argnames=("k", "covariance_type", "init", "capacity", "equal_weights", "block_size",
                      "verbose"),
 )
 def _fit_missing_compiled(
-    data: MissingData, keys, user_init, tol, reg_covar, patience, previous, weight, *, k,
-    covariance_type, init, max_iter, equal_weights, block_size, verbose,
+    data: MissingData, keys, user_init, tol, reg_covar, patience, previous, weight, max_iter,
+    *, k, covariance_type, init, capacity, equal_weights, block_size, verbose,
 ) -> FitResult:
     """``fit_em_compiled`` for data with missing entries (``mogjax.missing``): the start
     from the data with each missing entry at its column's mean."""
@@ -185,7 +204,7 @@ def _fit_missing_compiled(
         )
         e_step_fn = lambda p: missing_stats(p, data, center, weight)
         return em_loop(e_step_fn, params, tol, reg_covar, max_iter, equal_weights, verbose,
-                       patience, previous)
+                       patience, previous, capacity)
 
     return restarts(one_run, keys)[0]
 
@@ -213,9 +232,10 @@ def fit_em(
 ) -> FitResult:
     r"""Fit a Gaussian mixture by EM; the whole loop is one compiled program.
 
-    ``tol``, ``patience`` and ``reg_covar`` are traced, so a sweep over them compiles once; the
-    sizes, ``covariance_type``, ``init``, ``max_iter``, ``n_init`` and
-    ``equal_weights`` are compiled in. ``n_init`` restarts run side by side with
+    ``tol``, ``patience``, ``reg_covar`` and ``max_iter`` are traced, so a sweep over
+    them compiles once (``max_iter`` up to a power of two: ``curve_capacity``); the
+    sizes, ``covariance_type``, ``init``, ``n_init`` and ``equal_weights`` are
+    compiled in. ``n_init`` restarts run side by side with
     ``vmap`` and the one of highest final log-likelihood wins.
 
     Stopping rule (``mogjax.results``, the same for every fit): after iteration ``t``
@@ -313,13 +333,14 @@ def fit_em(
     patience, previous = v.check_stop_rule(patience, previous_log_likelihood)
     traced = (v.split_keys(seed, n_init), user_init, jnp.asarray(tol, x.dtype),
               jnp.asarray(reg_covar, x.dtype), jnp.int32(patience), jnp.asarray(previous, x.dtype),
-              weight)
-    static = dict(k=k, covariance_type=covariance_type, init=init, max_iter=max_iter,
-                  equal_weights=bool(equal_weights), block_size=block_size,
-                  verbose=v.check_int(verbose, "verbose", 0))
+              weight, jnp.int32(max_iter))
+    static = dict(k=k, covariance_type=covariance_type, init=init,
+                  capacity=curve_capacity(max_iter), equal_weights=bool(equal_weights),
+                  block_size=block_size, verbose=v.check_int(verbose, "verbose", 0))
     if gaps is None:
         best, _ = fit_em_compiled(x, *traced, **static)
     else:
         best = _fit_missing_compiled(gaps, *traced, **static)
+    best = trimmed(best, max_iter)
     raise_if_degenerate(best, x.dtype)
     return best

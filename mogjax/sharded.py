@@ -38,7 +38,7 @@ from jax.sharding import PartitionSpec as P
 from mogjax import _blocks
 from mogjax import _validation as v
 from mogjax._typing import Array, ArrayLike
-from mogjax.em import em_loop
+from mogjax.em import curve_capacity, em_loop, trimmed
 from mogjax.estep import e_step_data, e_step_moments
 from mogjax.init import INIT_SAMPLE, initialize
 from mogjax.mixture import MixtureParams
@@ -97,18 +97,18 @@ def _init_sample_rows(key: Array, n: int, m: int) -> Array:
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "layout", "k", "covariance_type", "init", "max_iter", "equal_weights",
+        "layout", "k", "covariance_type", "init", "capacity", "equal_weights",
         "block_size", "init_sample", "needs_data",
     ),
 )
 def _fit_sharded_compiled(
-    x, keys, user_init, tol, reg_covar, patience, *, layout, k, covariance_type, init,
-    max_iter, equal_weights, block_size, init_sample, needs_data,
+    x, keys, user_init, tol, reg_covar, patience, max_iter, *, layout, k, covariance_type, init,
+    capacity, equal_weights, block_size, init_sample, needs_data,
 ) -> FitResult:
     """One program: initialise and run EM for every key; return the best run."""
     n, d = layout.n_samples, x.shape[1] - layout.weighted
 
-    def per_device(x_stored, keys, user_init, tol, reg_covar, patience):
+    def per_device(x_stored, keys, user_init, tol, reg_covar, patience, max_iter):
         weight, center, x_local = _local_rows(x_stored, layout)
         data, _, cached = e_step_data(x_local, covariance_type, center)
         e_step_fn = lambda p: _sharded_e_step(p, data, weight, center, layout, block_size,
@@ -128,7 +128,7 @@ def _fit_sharded_compiled(
                 block_size=block_size, sample_weight=w_init, **user_init,
             )
             return em_loop(e_step_fn, params, tol, reg_covar, max_iter, equal_weights,
-                           patience=patience)
+                           patience=patience, capacity=capacity)
 
         if keys.shape[0] == 1:
             runs = jax.tree.map(lambda a: a[None], one_run(keys[0]))
@@ -138,9 +138,9 @@ def _fit_sharded_compiled(
 
     axis = layout.axis_name
     fit = jax.shard_map(
-        per_device, mesh=layout.mesh, in_specs=(P(axis), P(), P(), P(), P(), P()),
+        per_device, mesh=layout.mesh, in_specs=(P(axis), P(), P(), P(), P(), P(), P()),
         out_specs=P())
-    return fit(x, keys, user_init, tol, reg_covar, patience)
+    return fit(x, keys, user_init, tol, reg_covar, patience, max_iter)
 
 
 @functools.partial(jax.jit, static_argnames=("layout", "block_size"))
@@ -267,10 +267,12 @@ def fit_em_sharded(
     dtype = data.x.dtype
     best = _fit_sharded_compiled(
         data.x, v.split_keys(seed, n_init), user_init, jnp.asarray(tol, dtype),
-        jnp.asarray(reg_covar, dtype), jnp.int32(patience), layout=data.layout, k=k,
-        covariance_type=covariance_type, init=init, max_iter=max_iter,
+        jnp.asarray(reg_covar, dtype), jnp.int32(patience), jnp.int32(max_iter),
+        layout=data.layout, k=k, covariance_type=covariance_type, init=init,
+        capacity=curve_capacity(max_iter),
         equal_weights=bool(equal_weights), block_size=block_size,
         init_sample=min(init_sample, n), needs_data=needs_data,
     )
+    best = trimmed(best, max_iter)
     raise_if_degenerate(best, dtype)
     return best

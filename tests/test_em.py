@@ -151,7 +151,7 @@ def test_restarts_keep_the_best(offset_data):
     keys = jax.random.split(jax.random.key(0), 4)
     best, runs = em.fit_em_compiled(
         jnp.asarray(offset_data), keys, {}, 1e-3, 1e-6, k=K,
-        covariance_type="full", init="random", max_iter=50, equal_weights=False,
+        covariance_type="full", init="random", capacity=50, equal_weights=False,
         block_size=None,
     )
     finals = [float(runs.curve[i, int(runs.n_iter[i])]) for i in range(4)]
@@ -178,16 +178,17 @@ def test_uncached_features_path_agrees(offset_data, starts, monkeypatch):
     np.testing.assert_allclose(a.curve, b.curve, rtol=1e-9)
 
 
-def test_changing_tol_and_reg_covar_does_not_recompile(offset_data, caplog):
+def test_changing_tol_reg_covar_and_max_iter_does_not_recompile(offset_data, caplog):
     mg.fit_em(offset_data, 2, covariance_type="spherical", tol=1e-3, reg_covar=1e-6, seed=0)
     with jax.log_compiles(), caplog.at_level(logging.DEBUG):
         caplog.clear()
-        mg.fit_em(offset_data, 2, covariance_type="spherical", tol=1e-5, reg_covar=1e-4, seed=0)
+        res = mg.fit_em(offset_data, 2, covariance_type="spherical", tol=1e-5, reg_covar=1e-4,
+                        seed=0, max_iter=7, patience=2)
         compiled = [r.getMessage() for r in caplog.records if "fit_em_compiled" in r.getMessage()]
-    assert compiled == []
+    assert compiled == [] and res.curve.shape == (8,)
     with jax.log_compiles(), caplog.at_level(logging.DEBUG):  # the check can see a compile
         caplog.clear()
-        mg.fit_em(offset_data, 2, covariance_type="spherical", max_iter=7, seed=0)
+        mg.fit_em(offset_data, 2, covariance_type="spherical", n_init=2, seed=0)
         compiled = [r.getMessage() for r in caplog.records if "fit_em_compiled" in r.getMessage()]
     assert compiled
 
