@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import optax
 
 from mogjax import _validation as v
+from mogjax.em import curve_capacity, trimmed
 from mogjax.estep import data_center, density_terms, e_step_data, stats_of, terms_moments
 from mogjax.init import initialize
 from mogjax.mixture import MixtureParams
@@ -169,6 +170,7 @@ class _Settings(NamedTuple):
     patience: Array
     grad_tol: Array
     reg_covar: Array
+    steps: Array
 
 
 def _finite(tree) -> Array:
@@ -179,7 +181,7 @@ def _pick(ok, new, old):
     return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
 
 
-def _loop(raw0, curve0, data, weight, center, key, s: _Settings, opt, hyper, *, steps, how,
+def _loop(raw0, curve0, data, weight, center, key, s: _Settings, opt, hyper, *, capacity, how,
           batch_size, eval_every, verbose) -> _State:
     loss = lambda raw, d, w: -_objective(raw, d, center, s.reg_covar, how, w)
     full_loss = lambda raw: loss(raw, data, weight)
@@ -205,7 +207,7 @@ def _loop(raw0, curve0, data, weight, center, key, s: _Settings, opt, hyper, *, 
         updates, opt_state = opt.update(grad, st.opt_state, st.raw, value=value_b, grad=grad,
                                         value_fn=lambda r: loss(r, rows, w))
         raw = optax.apply_updates(st.raw, updates)
-        due = ((st.step + 1) % eval_every == 0) | (st.step + 1 == steps)
+        due = ((st.step + 1) % eval_every == 0) | (st.step + 1 == s.steps)
         value = jax.lax.cond(due, lambda: -full_loss(raw), lambda: st.value)
         return raw, opt_state, value, grad, due
 
@@ -235,18 +237,18 @@ def _loop(raw0, curve0, data, weight, center, key, s: _Settings, opt, hyper, *, 
                       st.n_rejected + ~ok, counter, stop)
 
     value, grad = jax.value_and_grad(full_loss)(raw0)
-    curve = jnp.full((steps + 1,), jnp.nan, data.dtype).at[0].set(curve0)
+    curve = jnp.full((capacity + 1,), jnp.nan, data.dtype).at[0].set(curve0)
     start = _State(raw0, state0, -value if batch_size is None else curve0, grad, raw0, curve0,
                    jnp.int32(0), curve, jnp.int32(0), jnp.int32(0), start_counter(curve0),
                    jnp.where(jnp.isfinite(curve0), STEPS, DEGENERATE))
-    return jax.lax.while_loop(lambda st: (st.step < steps) & (st.stop == STEPS), body, start)
+    return jax.lax.while_loop(lambda st: (st.step < s.steps) & (st.stop == STEPS), body, start)
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "k", "covariance_type", "init", "steps", "opt", "batch_size", "eval_every", "block_size",
-    "verbose"))
+    "k", "covariance_type", "init", "capacity", "opt", "batch_size", "eval_every",
+    "block_size", "verbose"))
 def _fit(x, weight, init_key, shuffle_key, user_init, s: _Settings, hyper, *, k,
-         covariance_type, init, steps, opt, batch_size, eval_every, block_size,
+         covariance_type, init, capacity, opt, batch_size, eval_every, block_size,
          verbose) -> GradientResult:
     """Initialise as EM does, then run the optimiser: one compiled program."""
     params0 = initialize(init_key, x, k, covariance_type, init, s.reg_covar,
@@ -256,7 +258,7 @@ def _fit(x, weight, init_key, shuffle_key, user_init, s: _Settings, hyper, *, k,
     stats0 = stats_of(params0, data, center, block_size, cached, weight)
     curve0 = stats0.mean_log_likelihood  # EM's curve[0], the same computation
     raw0 = to_unconstrained(params0, s.reg_covar)
-    st = _loop(raw0, curve0, data, weight, center, shuffle_key, s, opt, hyper, steps=steps,
+    st = _loop(raw0, curve0, data, weight, center, shuffle_key, s, opt, hyper, capacity=capacity,
                how=how, batch_size=batch_size, eval_every=eval_every, verbose=verbose)
     at_start = st.best_iter == 0
     params = _pick(at_start, params0, from_unconstrained(st.best_raw, s.reg_covar))
@@ -298,10 +300,12 @@ def fit_gradient(
     covariances floored at ``reg_covar`` as in EM, from EM's start (same ``k``,
     ``covariance_type``, ``init``, ``seed``, ``init_params``: ``curve[0]`` equals
     ``fit_em``'s bit for bit). The whole run is one compiled program. Compiled in:
-    the shapes, ``covariance_type``, ``init``, ``steps``, ``batch_size``,
+    the shapes, ``covariance_type``, ``init``, ``batch_size``,
     ``eval_every`` and the optimiser's structure. Traced (no new compilation): the
     data, ``learning_rate`` and the optimiser's other float hyperparameters,
-    ``reg_covar``, ``tol``, ``patience``, ``grad_tol``, ``clip_norm`` and ``seed``.
+    ``reg_covar``, ``tol``, ``patience``, ``grad_tol``, ``clip_norm``, ``seed`` and
+    ``steps`` (up to a power of two, as ``fit_em``'s ``max_iter``; with a schedule,
+    which decays over ``steps``, a new ``steps`` compiles).
 
     Args:
       x: data, (n, d).
@@ -382,10 +386,12 @@ def fit_gradient(
     shuffle_key = v.split_keys(seed, 2)[1]
     dtype = x.dtype
     settings = _Settings(jnp.asarray(tol, dtype), jnp.int32(patience),
-                         jnp.asarray(grad_tol, dtype), jnp.asarray(reg_covar, dtype))
+                         jnp.asarray(grad_tol, dtype), jnp.asarray(reg_covar, dtype),
+                         jnp.int32(steps))
     result = _fit(x, weight, init_key, shuffle_key, user_init, settings, hyper, k=k,
-                  covariance_type=covariance_type, init=init, steps=steps, opt=opt,
-                  batch_size=batch_size, eval_every=eval_every, block_size=block_size,
+                  covariance_type=covariance_type, init=init, capacity=curve_capacity(steps),
+                  opt=opt, batch_size=batch_size, eval_every=eval_every, block_size=block_size,
                   verbose=v.check_int(verbose, "verbose", 0))
+    result = trimmed(result, steps)
     raise_if_degenerate(result._replace(degenerate=result.stop_code == DEGENERATE), dtype)
     return result
