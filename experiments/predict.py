@@ -11,8 +11,9 @@ CSV's header, if any, must name the model's columns (any order); without one the
 columns are taken in the model's order. ``output=label`` keeps only the labels.
 
 The run (experiment ``tracking.experiment_name``, default ``mogjax-predictions``)
-logs ``predictions.json``, an MLflow table (``mlflow.load_table``) of the data's
-columns and the model's outputs, and no params, metrics or other artifacts; its tags
+logs ``predictions.json``, an MLflow table (``MlflowClient().load_table``) of the data's
+columns and the model's outputs (numbers to 10 decimal places, as MLflow writes JSON
+tables), and no params, metrics or other artifacts; its tags
 name the model URI, the model's source run and the data. Nothing is logged when the
 model, the data or the prediction fails.
 """
@@ -72,7 +73,7 @@ def load_data(data: str, columns: list[str]) -> pd.DataFrame:
 
 def run(cfg: DictConfig) -> dict:
     """Load the model and the data, predict, log the table; returns ``{"run_id",
-    "table", "model_run_id"}`` (tests call this directly)."""
+    "experiment_id", "table", "model_run_id"}`` (tests call this directly)."""
     exp_id = store.prepare(store.tracking_uri(cfg), cfg.tracking.experiment_name)
     model = mlflow.pyfunc.load_model(cfg.model)
     columns = model.metadata.get_input_schema().input_names()
@@ -89,7 +90,8 @@ def run(cfg: DictConfig) -> dict:
         client.set_terminated(run.info.run_id, "FAILED")
         raise
     client.set_terminated(run.info.run_id, "FINISHED")
-    return {"run_id": run.info.run_id, "table": table, "model_run_id": tags["model_run_id"]}
+    return {"run_id": run.info.run_id, "experiment_id": exp_id, "table": table,
+            "model_run_id": tags["model_run_id"]}
 
 
 @hydra.main(version_base="1.3", config_path="../conf/predict", config_name="config")
@@ -102,8 +104,8 @@ def main(cfg: DictConfig) -> None:
     counts = out["table"]["label"].value_counts().sort_index()
     print(f"{len(out['table'])} rows labelled by {cfg.model}: "
           + ", ".join(f"{n} in {label}" for label, n in counts.items()))
-    print(f"Table {TABLE} in MLflow run {out['run_id']} "
-          f"(mlflow.load_table('{TABLE}', run_ids=['{out['run_id']}']))")
+    print(f"Table {TABLE} in MLflow run {out['run_id']}: MlflowClient().load_table("
+          f"'{out['experiment_id']}', '{TABLE}', run_ids=['{out['run_id']}'])")
 
 
 if __name__ == "__main__":

@@ -24,12 +24,14 @@ A sweep already logged registers after the fact::
 
 import argparse
 import math
+import sys
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from experiments.model import MODEL_NAME
-from experiments.store import resolve_uri
+from experiments.store import first_line, resolve_uri, tracking_uri
 
 ALIAS = "champion"
 METRICS = {"bic": "ASC", "final_log_likelihood": "DESC"}  # the better end first
@@ -68,8 +70,9 @@ def register_best(sweep_id: str, metric: str, name: str, *, experiment_ids=None,
         parent_run_id = parents[0].info.run_id if parents else None
     tags = {"sweep_id": sweep_id, "sweep_parent_run_id": parent_run_id or "", "metric": metric,
             metric: repr(value), "run_name": best.info.run_name or ""}
-    version = mlflow.register_model(f"runs:/{best.info.run_id}/{MODEL_NAME}", name,
-                                    await_registration_for=0, tags=tags)
+    logged = [o.model_id for o in (best.outputs.model_outputs if best.outputs else [])]
+    source = f"models:/{logged[-1]}" if logged else f"runs:/{best.info.run_id}/{MODEL_NAME}"
+    version = mlflow.register_model(source, name, await_registration_for=0, tags=tags)
     client.update_model_version(
         name, version.version,
         description=f"Best of sweep {sweep_id} by {metric} ({value:.6g}) among "
@@ -88,9 +91,15 @@ def register_sweep(config, parent_run_id: str, sweep_id: str) -> None:
     if not metric:
         return
     metric = str(getattr(metric, "value", metric))
-    experiment = MlflowClient().get_run(parent_run_id).info.experiment_id
-    version = register_best(sweep_id, metric, config.tracking.model_name,
-                            experiment_ids=[experiment], parent_run_id=parent_run_id)
+    mlflow.set_tracking_uri(tracking_uri(config))
+    try:
+        experiment = MlflowClient().get_run(parent_run_id).info.experiment_id
+        version = register_best(sweep_id, metric, config.tracking.model_name,
+                                experiment_ids=[experiment], parent_run_id=parent_run_id)
+    except MlflowException as err:  # the sweep's runs stay as they are
+        print(f"Sweep {sweep_id}: registering its best run failed: {first_line(err)}",
+              file=sys.stderr)
+        return
     if version is None:
         print(f"Sweep {sweep_id}: no finished run logged {metric}; nothing registered")
         return

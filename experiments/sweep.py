@@ -20,7 +20,7 @@ from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import configs, store, study, tracking, ui_layout
+from experiments import configs, registry, store, study, tracking, ui_layout
 from experiments.fallback import usable_folder
 from experiments.interrupt import EXIT_HOOKS
 from experiments.reap import reap_at_start
@@ -108,6 +108,8 @@ class SweepCallback(Callback):
         if not parent:
             return
         try:
+            if status != "KILLED":  # tracking.register_best: the best run's model
+                registry.register_sweep(config, parent, sweep_id)
             if config.tracking.summary_param:
                 _log_summary_plot(config, parent)
             if study.log_study(config, parent, sweep_id, self.description):
