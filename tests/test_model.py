@@ -200,7 +200,8 @@ def test_mean_shift_predicts_the_nearest_mode(runs):
     x = mg.load_old_faithful()
     out = model.predict(pd.DataFrame(x, columns=COLUMNS))
     assert list(out.columns) == ["label"]
-    np.testing.assert_array_equal(out["label"], load_estimator(uri).predict(x))
+    np.testing.assert_array_equal(out["label"],
+                                  load_estimator(uri).predict(pd.DataFrame(x, columns=COLUMNS)))
     with pytest.raises(MlflowException, match="row 1 is NaN") as err:
         model.predict(pd.DataFrame([[3.6, 79.0], [np.nan, 54.0]], columns=COLUMNS))
     assert err.value.error_code == "INVALID_PARAMETER_VALUE"
