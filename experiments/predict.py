@@ -18,6 +18,7 @@ name the model URI, the model's source run and the data. Nothing is logged when 
 model, the data or the prediction fails.
 """
 
+import logging
 import sys
 from pathlib import Path
 
@@ -32,6 +33,8 @@ import mogjax as mg
 
 from experiments import store
 from experiments.store import TrackingUnavailable
+
+logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # no TPU/GPU lines
 
 SHIPPED = {"faithful": mg.load_old_faithful, "iris": lambda: mg.load_iris()[0]}
 TABLE = "predictions.json"
@@ -103,7 +106,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(1)
     counts = out["table"]["label"].value_counts().sort_index()
     print(f"{len(out['table'])} rows labelled by {cfg.model}: "
-          + ", ".join(f"{n} in {label}" for label, n in counts.items()))
+          + ", ".join(f"label {label}: {n}" for label, n in counts.items()))
     print(f"Table {TABLE} in MLflow run {out['run_id']}: MlflowClient().load_table("
           f"'{out['experiment_id']}', '{TABLE}', run_ids=['{out['run_id']}'])")
 
