@@ -44,9 +44,9 @@ def cfg_factory():
     GlobalHydra.instance().clear()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def store(tmp_path_factory):
-    """One sqlite store per test module (creating one costs seconds); ``cwd`` is its
-    folder, where scripts run."""
+    """One sqlite store for the session (creating one costs seconds); ``cwd`` is its
+    folder, where scripts run. Tests find their runs by name or tag."""
     path = tmp_path_factory.mktemp("mlflow")
     return {"uri": f"sqlite:///{path / 'mlflow.db'}", "cwd": path}

@@ -15,12 +15,13 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
 # A fit that runs for seconds and reports progress (to send a signal mid-fit).
-LONG_FIT = ("data=synthetic", "data.n_samples=40000", "model.k=3", "stop.tol=0",
+LONG_FIT = ("data=synthetic", "data.n_samples=10000", "model.k=3", "stop.tol=0",
             "stop.max_iter=4000", "progress_every=50")
 
 
 def script_env() -> dict:
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore",
+           "PYTHONUNBUFFERED": "1"}  # progress lines reach wait_for_line as printed
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
 

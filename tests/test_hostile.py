@@ -256,7 +256,8 @@ def test_runs_killed_with_sigkill_are_found_and_marked_killed(cfg_factory, store
         assert second.info.status == "KILLED" and second.info.end_time is not None
         assert second.data.tags["found_by"] == "python -m experiments.reap"
         assert not (fallback / ids[1]).exists()
-        assert reap.main(["--tracking-uri", store["uri"]]) == 0  # nothing more to do
+        assert reap.main(["--tracking-uri", store["uri"], "--fallback-dir", str(fallback)]) == 0
+        assert client.get_run(ids[1]).info.end_time == second.info.end_time  # nothing new
     finally:
         for proc in procs:
             proc.kill()
@@ -294,7 +295,8 @@ def test_a_bad_fallback_folder_still_keeps_the_results(tmp_path):
     with mlflow_server(tmp_path, port) as server:
         store = {"uri": server.url, "cwd": tmp_path}
         proc = start_script("fit.py", *LONG_FIT, "tracking.run_name=orphan",
-                            f"tracking.fallback_dir={not_a_folder}", store=store)
+                            f"tracking.fallback_dir={not_a_folder}", store=store,
+                            env={**script_env(), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
         try:
             wait_for_line(proc, "EM iteration")
             server.stop()
