@@ -70,17 +70,26 @@ def register_best(sweep_id: str, metric: str, name: str, *, experiment_ids=None,
         parent_run_id = parents[0].info.run_id if parents else None
     tags = {"sweep_id": sweep_id, "sweep_parent_run_id": parent_run_id or "", "metric": metric,
             metric: repr(value), "run_name": best.info.run_name or ""}
-    logged = [o.model_id for o in (best.outputs.model_outputs if best.outputs else [])]
-    source = f"models:/{logged[-1]}" if logged else f"runs:/{best.info.run_id}/{MODEL_NAME}"
-    version = mlflow.register_model(source, name, await_registration_for=0, tags=tags)
-    client.update_model_version(
-        name, version.version,
-        description=f"Best of sweep {sweep_id} by {metric} ({value:.6g}) among "
-                    f"{len(runs)} finished runs: run {best.info.run_id} "
-                    f"({best.info.run_name}).")
-    client.set_registered_model_alias(name, ALIAS, version.version)
+    version = register_run(best, name, tags, description=(
+        f"Best of sweep {sweep_id} by {metric} ({value:.6g}) among {len(runs)} finished "
+        f"runs: run {best.info.run_id} ({best.info.run_name})."))
     if parent_run_id:
         client.set_tag(parent_run_id, "registered_model", f"{name}/{version.version}")
+    return version
+
+
+def register_run(run, name: str, tags: dict | None = None, description: str = ""):
+    """Register the model of ``run`` (a run id or an MLflow ``Run``) as a new version of
+    ``name`` with ``tags``, alias ``champion``; returns the ``ModelVersion``."""
+    client = MlflowClient()
+    if isinstance(run, str):
+        run = client.get_run(run)
+    logged = [o.model_id for o in (run.outputs.model_outputs if run.outputs else [])]
+    source = f"models:/{logged[-1]}" if logged else f"runs:/{run.info.run_id}/{MODEL_NAME}"
+    version = mlflow.register_model(source, name, await_registration_for=0, tags=tags)
+    if description:
+        client.update_model_version(name, version.version, description=description)
+    client.set_registered_model_alias(name, ALIAS, version.version)
     return client.get_model_version(name, version.version)
 
 
