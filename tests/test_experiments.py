@@ -2,6 +2,7 @@
 MLflow sqlite store, a real ``mlflow server`` on 127.0.0.1."""
 
 import json
+import os
 import urllib.request
 
 import numpy as np
@@ -113,6 +114,25 @@ def test_bad_init_name_fails_before_data(cfg_factory):
 
     with pytest.raises(ValueError, match="'init'"):
         fit.run(cfg_factory("model.init=kmeans+", "tracking.enabled=false"))
+
+
+def test_importing_the_experiments_changes_nothing():
+    """No MLflow environment variable set and no JAX listener registered at import
+    (they are set when a run first needs the store, and by the first timed fit)."""
+    import subprocess
+    import sys
+
+    code = ("import os, pkgutil, importlib, experiments\n"
+            "for m in pkgutil.iter_modules(experiments.__path__):\n"
+            "    importlib.import_module('experiments.' + m.name)\n"
+            "from experiments import timing\n"
+            "print(sorted(k for k in os.environ if k.startswith('MLFLOW_')), "
+            "timing._COMPILE['listening'])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[] False"
 
 
 # ------------------------------------------------------------- logged runs
