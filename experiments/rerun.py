@@ -166,6 +166,7 @@ def main(argv=None) -> int:
 
     uri = store.resolve_uri(args.tracking_uri)
     try:
+        store.mlflow_defaults()
         store.check(uri)
         logged = logged_run(MlflowClient(uri), args.run_id)
     except (MlflowException, ValueError, store.TrackingUnavailable) as err:
