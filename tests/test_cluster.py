@@ -225,7 +225,8 @@ def get_json(url: str):
 @pytest.mark.slow
 def test_tracking_server_on_postgresql(tmp_path):
     """`make tracking-server`'s script: PostgreSQL in a folder, `mlflow server` on it;
-    fit.py logs by URI; the run reads back over REST and lies in PostgreSQL."""
+    fit.py logs by URI; the run reads back over REST and lies in PostgreSQL; its model
+    registers (alias champion) in PostgreSQL and loads back through the server."""
     _postgres_or_skip()
     if os.geteuid() == 0:
         # PostgreSQL then runs as an unprivileged user, who cannot enter pytest's
@@ -278,7 +279,20 @@ def test_tracking_server_on_postgresql(tmp_path):
         assert {"params.npz", "config.yaml"} <= {f["path"] for f in listed}
         assert list((folder / "artifacts").rglob("params.npz"))
 
-        # and the run lives in PostgreSQL
+        # its model registers on the server and loads back by alias (issue 16)
+        import mlflow
+
+        from experiments.model import load_params
+        from experiments.registry import register_run
+        from experiments.tracking import load_run_params
+
+        mlflow.set_tracking_uri(url)
+        version = register_run(run_id, "pg-test")
+        assert version.run_id == run_id and version.aliases == ["champion"]
+        params = load_params("models:/pg-test@champion")
+        assert params.means.tolist() == load_run_params(run_id, url).means.tolist()
+
+        # and the run and the registered model live in PostgreSQL
         import psycopg2
 
         password = (folder / "pg-password").read_text().strip()
@@ -288,6 +302,11 @@ def test_tracking_server_on_postgresql(tmp_path):
             with conn.cursor() as cur:
                 cur.execute("SELECT status FROM runs WHERE run_uuid = %s", (run_id,))
                 assert cur.fetchone() == ("FINISHED",)
+                cur.execute("SELECT run_id, version FROM model_versions WHERE name = 'pg-test'")
+                assert cur.fetchall() == [(run_id, int(version.version))]
+                cur.execute("SELECT version FROM registered_model_aliases "
+                            "WHERE name = 'pg-test' AND alias = 'champion'")
+                assert cur.fetchone() == (int(version.version),)
         finally:
             conn.close()
     finally:
