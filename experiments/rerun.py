@@ -172,15 +172,14 @@ def main(argv=None) -> int:
     except (MlflowException, ValueError, store.TrackingUnavailable) as err:
         print(f"error: {store.first_line(err)}", file=sys.stderr)
         return 1
-    x64 = bool(jax.config.jax_enable_x64)
-    jax.config.update("jax_enable_x64", bool(logged["environment"].get("jax_enable_x64", False)))
+    # The logged run's precision, as a context (flipping the global flag after arrays
+    # exist is unsupported in JAX and can break later compilations in this process).
     try:
-        curve, params, data_hash = fit_again(logged["config"], logged["method"])
+        with jax.enable_x64(bool(logged["environment"].get("jax_enable_x64", False))):
+            curve, params, data_hash = fit_again(logged["config"], logged["method"])
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    finally:
-        jax.config.update("jax_enable_x64", x64)
     problems = compare(logged, curve, params, data_hash)
     if not problems:
         print(f"reproduced run {args.run_id}: {logged['curve_key']} ({curve.size} points)"
