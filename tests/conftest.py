@@ -1,5 +1,7 @@
 """Shared test set-up: float64 everywhere (set before any array exists), small data."""
 
+import gc
+
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -10,6 +12,17 @@ import pytest  # noqa: E402
 from mogjax.datasets import make_mixture  # noqa: E402
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")  # the ones scikit-learn has
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Drop every compiled program after each test module. Each executable holds
+    memory mappings, and the suite compiles thousands of programs: kept in one
+    process they reach the kernel's limit on mappings (vm.max_map_count, 65,530),
+    where LLVM aborts the process ("Unable to allocate section memory")."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
