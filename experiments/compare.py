@@ -28,8 +28,6 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-import mogjax as mg
-
 from experiments import common, comparison, configs, provenance, store, tracking, ui_layout
 from experiments.summary import ComparisonSummary, unit
 

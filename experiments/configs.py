@@ -96,6 +96,22 @@ class MeanShiftConfig:
     cluster_all: bool = True
 
 
+class WeightPrior(str, Enum):
+    dirichlet_process = "dirichlet_process"
+    dirichlet_distribution = "dirichlet_distribution"
+
+
+@dataclass
+class VariationalConfig:
+    """A variational Bayesian mixture (``mogjax.fit_variational``): ``model.k`` is the
+    most components the posterior may use."""
+
+    name: str = "variational"
+    weight_prior: WeightPrior = WeightPrior.dirichlet_process
+    weight_concentration_prior: Optional[float] = None  # None: scikit-learn's 1 / k
+    threshold: float = 0.01  # an effective component weighs more than this
+
+
 @dataclass
 class OptimizerConfig:
     name: str = "adam"
@@ -150,6 +166,7 @@ def register() -> None:
     cs.store(group="algorithm", name="em_schema", node=EMConfig)
     cs.store(group="algorithm", name="gradient_schema", node=GradientConfig)
     cs.store(group="algorithm", name="meanshift_schema", node=MeanShiftConfig)
+    cs.store(group="algorithm", name="variational_schema", node=VariationalConfig)
     cs.store(group="optimizer", name="schema", node=OptimizerConfig)
     cs.store(group="tracking", name="schema", node=TrackingConfig)
 
@@ -182,6 +199,8 @@ CHECKS = [
     ("algorithm.quantile", ((lambda v: 0 < v <= 1), "a number in (0, 1]")),
     ("algorithm.max_iter", _count(1)), ("algorithm.tol", _real(0.0)),
     ("algorithm.batch_size", ((lambda v: v is None or v >= 1), "an integer >= 1 or null")),
+    ("algorithm.weight_concentration_prior", _real(0.0, open_low=True, optional=True)),
+    ("algorithm.threshold", ((lambda v: 0 < v < 1), "a number in (0, 1)")),
 ]
 
 
@@ -207,6 +226,9 @@ def validate(cfg) -> None:
     if cfg.n_seeds > 1 and cfg.algorithm.name != "em":
         raise ValueError(f"n_seeds={cfg.n_seeds} batches EM fits; algorithm "
                          f"{cfg.algorithm.name!r} runs one seed per job (use -m seed=...)")
+    if cfg.algorithm.name == "variational" and cfg.model.covariance_type == "identity":
+        raise ValueError("algorithm=variational has a prior on every covariance: "
+                         "model.covariance_type must be full, tied, diag or spherical")
     if cfg.n_seeds > 1 and cfg.stop.seconds is not None:
         raise ValueError(f"n_seeds={cfg.n_seeds} runs every seed in one program, which "
                          "stops by tol or max_iter: set stop.seconds=null")
@@ -251,7 +273,8 @@ DATA_FIELDS = {"faithful": (), "iris": (), "file": ("path", "columns", "header")
 UNUSED = {"compare": ("algorithm", "optimizer", "n_seeds"),
           "em": ("optimizer", "compare", "target_gap"),
           "gradient": ("compare", "target_gap", "n_seeds"),
-          "meanshift": ("model", "optimizer", "stop", "compare", "target_gap", "n_seeds")}
+          "meanshift": ("model", "optimizer", "stop", "compare", "target_gap", "n_seeds"),
+          "variational": ("optimizer", "compare", "target_gap", "n_seeds")}
 
 
 def optimizer_config(cfg, name: str):
@@ -282,8 +305,8 @@ def method_config(cfg, method: str):
 
 
 def kind_of(cfg, method: str) -> str:
-    """"compare", "em", "gradient" or "meanshift"."""
-    return method if method in ("compare", "em", "meanshift") else "gradient"
+    """"compare", "em", "gradient", "meanshift" or "variational"."""
+    return method if method in ("compare", "em", "meanshift", "variational") else "gradient"
 
 
 def stop_rule(stop) -> str:

@@ -14,19 +14,22 @@ from omegaconf import DictConfig, OmegaConf
 
 import mogjax as mg
 
-from experiments import common, configs, provenance, store, tracking
-from experiments.summary import MeanShiftSummary, MixtureSummary, SeedsSummary
+from experiments import common, configs, provenance, store, tracking, variational
+from experiments.summary import MeanShiftSummary, MixtureSummary, SeedsSummary, VariationalSummary
 
 
 def method_of(cfg) -> str:
-    """"em", "meanshift" or the optimiser's name."""
-    return {"em": "em", "meanshift": "meanshift"}.get(cfg.algorithm.name, cfg.optimizer.name)
+    """"em", "meanshift", "variational" or the optimiser's name."""
+    name = cfg.algorithm.name
+    return name if name in ("em", "meanshift", "variational") else cfg.optimizer.name
 
 
 def compute(cfg, x) -> tuple:
     """Fit the configured algorithm on ``x``: ``(result, summary)``; no tracking."""
     if cfg.algorithm.name == "meanshift":
         return common.fit_mean_shift(cfg, x)
+    if cfg.algorithm.name == "variational":
+        return variational.fit(cfg, x)
     return common.fit_mixture(cfg, x, method_of(cfg))
 
 
@@ -39,7 +42,7 @@ def run_name(cfg, data_name: str) -> str:
     return f"{method_of(cfg)}-{data_name}-k{cfg.model.k}-seed{cfg.seed}"
 
 
-def run(cfg: DictConfig) -> MixtureSummary | MeanShiftSummary | SeedsSummary:
+def run(cfg: DictConfig) -> MixtureSummary | MeanShiftSummary | SeedsSummary | VariationalSummary:
     """Load data, fit, log; returns the run's summary (tests call this directly).
 
     Everything that can be checked is checked before any run is created or any
@@ -67,6 +70,9 @@ def run(cfg: DictConfig) -> MixtureSummary | MeanShiftSummary | SeedsSummary:
             result, summary = compute(cfg, x)
         if algorithm == "meanshift":
             common.log_mean_shift_fit(run, cfg, result, x, summary, data_name)
+        elif algorithm == "variational":
+            columns = common.column_names(cfg, data_name, x.shape[1])
+            variational.log_fit(run, cfg, result, x, summary, columns, data_name)
         else:
             common.log_mixture_fit(run, cfg, result, x, summary, data_name)
         summary.run_id = run.run_id

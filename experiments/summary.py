@@ -1,7 +1,7 @@
 """What a run returns: one typed summary per kind of run, each able to say itself.
 
 ``fit.run`` returns a ``MixtureSummary`` (EM or gradient ascent), a
-``MeanShiftSummary`` or a ``SeedsSummary``; ``compare.run`` a ``ComparisonSummary``.
+``MeanShiftSummary``, a ``VariationalSummary`` or a ``SeedsSummary``; ``compare.run`` a ``ComparisonSummary``.
 Every one has ``report()`` (what the script prints), ``objective`` (what
 ``@hydra.main`` returns, for sweepers) and ``run_id`` (None when not tracked); the
 fits' ``metrics()`` are the scalars their runs log.
@@ -146,3 +146,33 @@ class ComparisonSummary:
         lines.append(f"(target: {comp['target']:.6f}; the methods are aligned to "
                      f"{comp['alignment']['reference']} in alignment.json)")
         return "\n".join(lines)
+
+
+@dataclass
+class VariationalSummary:
+    """One variational fit."""
+
+    final_lower_bound: float  # per sample
+    final_log_likelihood: float  # of the plug-in mixture, per sample
+    effective_components: int
+    n_iter: int
+    converged: bool
+    fit_seconds: float
+    compile_seconds: float
+    seconds_per_iteration: float
+    bic: float
+    method: str = "variational"
+    run_id: str | None = None
+
+    def metrics(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()
+                if k not in ("method", "run_id") and v is not None}
+
+    @property
+    def objective(self) -> float:
+        return self.final_lower_bound
+
+    def report(self) -> str:
+        return (f"final lower bound {self.final_lower_bound:.6f} per sample after "
+                f"{self.n_iter} iterations; {self.effective_components} components with "
+                f"weight above the threshold{_tracked(self.run_id)}")

@@ -20,7 +20,7 @@ from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import configs, registry, store, study, tracking, ui_layout
+from experiments import configs, dp_vs_bic, registry, store, study, tracking, ui_layout
 from experiments.fallback import usable_folder
 from experiments.interrupt import EXIT_HOOKS
 from experiments.reap import reap_at_start
@@ -112,6 +112,8 @@ class SweepCallback(Callback):
                 registry.register_sweep(config, parent, sweep_id)
             if config.tracking.summary_param:
                 _log_summary_plot(config, parent)
+            if "dp_vs_bic" in config.tags:
+                dp_vs_bic.log_summary(config, parent)
             if study.log_study(config, parent, sweep_id, self.description):
                 print("Study summary: study_summary.json, study_summary.csv and "
                       "study_curves.png on the parent run")

@@ -58,7 +58,8 @@ def _unit_label(units: dict) -> str:
 
 
 def plot_curves(curves: dict, *, seconds: dict | None = None, units: dict | None = None,
-                title: str = "", subtitle: str = "", target: float | None = None):
+                title: str = "", subtitle: str = "", target: float | None = None,
+                ylabel: str = "mean log-likelihood (nats per sample)"):
     """Mean log-likelihood curves against iterations (and warm milliseconds).
 
     Args:
@@ -68,6 +69,7 @@ def plot_curves(curves: dict, *, seconds: dict | None = None, units: dict | None
       units: name -> what one entry is (``"iteration"``, ``"step"``); default iteration.
       title, subtitle: the figure's title and a second line (e.g. the stopping rule).
       target: a value drawn as a dashed line (e.g. the target of time-to-target).
+      ylabel: what the curves are.
 
     Returns:
       A matplotlib ``Figure``.
@@ -97,7 +99,7 @@ def plot_curves(curves: dict, *, seconds: dict | None = None, units: dict | None
     for ax in axes:
         if target is not None:
             ax.axhline(target, color="0.4", ls="--", lw=1, label="target")
-        ax.set_ylabel("mean log-likelihood (nats per sample)")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     _titles(fig, title, subtitle)
@@ -246,5 +248,49 @@ def plot_study_curves(groups: dict, *, title: str = "", subtitle: str = ""):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
     _titles(fig, title, subtitle)
+    fig.tight_layout()
+    return fig
+
+
+def plot_weights(weights, threshold: float, *, title: str = ""):
+    """The mixing weights as bars, sorted, the threshold of an effective component
+    drawn (a variational fit's posterior weights)."""
+    plt = _pyplot()
+    w = np.sort(np.asarray(weights, dtype=float))[::-1]
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    colors = ["C0" if v > threshold else "0.7" for v in w]
+    ax.bar(np.arange(1, len(w) + 1), w, color=colors)
+    ax.axhline(threshold, color="C3", ls="--", lw=1, label=f"threshold {threshold:g}")
+    ax.set(xlabel="component (by weight)", ylabel="posterior mean weight",
+           xticks=np.arange(1, len(w) + 1))
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_k_choices(bic_by_k: dict, kept_by_cap: dict):
+    """Two ways of choosing k side by side: BIC against k (EM, the lowest marked) and
+    the components a Dirichlet-process fit keeps against the most it may use."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    ks = sorted(bic_by_k)
+    best = min(bic_by_k, key=bic_by_k.get)
+    left.plot(ks, [bic_by_k[k] for k in ks], "o-", color="C0")
+    left.plot(best, bic_by_k[best], "o", ms=14, mfc="none", mec="C3", mew=2,
+              label=f"BIC's choice: k = {best}")
+    left.set(xlabel="k (EM)", ylabel="BIC", xticks=ks, title="EM: BIC against k")
+    caps = sorted(kept_by_cap)
+    kept = int(kept_by_cap[caps[-1]])
+    right.plot(caps, [kept_by_cap[c] for c in caps], "o-", color="C1",
+               label="components kept")
+    right.plot(caps, caps, ":", color="0.5", label="the cap")
+    right.set(xlabel="k (the most components the posterior may use)",
+              ylabel="components above the threshold", xticks=caps,
+              title="Dirichlet process: components kept")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Dirichlet process keeps {kept} components; BIC chooses k = {best}")
     fig.tight_layout()
     return fig

@@ -26,6 +26,7 @@ GROUP_OPTIONS = [
     ("algorithm=meanshift", "algorithm.bandwidth=0.5", "data=synthetic", "data.n_samples=150"),
     ("algorithm=gradient", "optimizer=lbfgs", "stop.max_iter=5"),
     ("experiment=em_vs_gradient", "data.n_samples=150", "stop.max_iter=5"),
+    ("algorithm=variational", "model.k=4", "model.covariance_type=diag"),
 ]
 
 
@@ -54,6 +55,9 @@ PRESETS = {
     "k_selection": {"tags": ["k_selection"], "data.name": "faithful",
                     "tracking.summary_param": "model.k", "tracking.summary_metric": "bic",
                     "hydra.sweeper.params": {"model.k": "1,2,3,4,5"}},
+    "dp_vs_bic": {"tags": ["dp_vs_bic"], "data.name": "faithful", "data.standardize": True,
+                  "hydra.sweeper.params": {"algorithm": "em,variational",
+                                           "model.k": "1,2,3,4,5,6"}},
     "lecture_soft_kmeans": {"tags": ["lecture_soft_kmeans"], "data.name": "synthetic",
                             "model.k": 3, "model.covariance_type": "identity",
                             "model.init": "random_from_data", "model.equal_weights": True,
@@ -389,6 +393,55 @@ def test_a_three_seed_study_of_the_em_vs_gradient_preset(store):
         assert parent.data.metrics[f"median_final_log_likelihood/{name}/{method}"] == q50
     artifacts = {a.path for a in client.list_artifacts(parent_id)}
     assert {"study_summary.json", "study_summary.csv", "study_curves.png"} <= artifacts
+
+
+# --------------------------------------------------------- variational mixtures
+
+
+def test_a_variational_run_logs_its_lower_bound_and_weights(store):
+    proc = run_script("fit.py", "algorithm=variational", "model.k=5", "data.standardize=true",
+                      "tracking.run_name=variational-test", store=store)
+    assert "components with weight above the threshold" in proc.stdout
+    (run,) = runs_of(store, "attributes.run_name = 'variational-test'")
+    client = client_for(store)
+    assert run.data.tags["algorithm"] == "variational"
+    n_iter = int(run.data.metrics["n_iter"])
+    bound = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "lower_bound"),
+                                     key=lambda m: m.step)]
+    assert len(bound) == n_iter + 1 and np.all(np.diff(bound) >= -1e-6)  # a bound never falls
+    assert bound[-1] == pytest.approx(run.data.metrics["final_lower_bound"])
+    path = client.download_artifacts(run.info.run_id, "weights.json", str(store["cwd"]))
+    weights = json.loads(open(path).read())
+    assert sum(weights["weights"]) == pytest.approx(1.0)
+    kept = sum(w > weights["threshold"] for w in weights["weights"])
+    assert kept == run.data.metrics["effective_components"] == 3  # Old Faithful: 3 of 5
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"weights.png", "curve.png", "clusters.png", "params.npz"} <= artifacts
+    from experiments.tracking import load_run_params
+
+    params = load_run_params(run.info.run_id, store["uri"])  # the plug-in mixture
+    np.testing.assert_allclose(np.asarray(params.weights), weights["weights"], rtol=1e-6)
+
+
+def test_dp_vs_bic_summarises_both_choices_on_the_parent(store):
+    """The preset on a two-k sweep: the parent's choices are its children's numbers."""
+    run_script("fit.py", "-m", "experiment=dp_vs_bic", "model.k=2,3", "tracking.log_plots=false",
+               "tracking.run_name=dp-test", store=store)
+    (parent,) = [r for r in runs_of(store, "tags.study = 'dp_vs_bic'")
+                 if r.data.tags.get("sweep_parent") == "true"]
+    children = runs_of(store, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted((c.data.tags["algorithm"], c.data.params["model.k"]) for c in children) == [
+        ("em", "2"), ("em", "3"), ("variational", "2"), ("variational", "3")]
+    bic = {int(c.data.params["model.k"]): c.data.metrics["bic"] for c in children
+           if c.data.tags["algorithm"] == "em"}
+    kept = {int(c.data.params["model.k"]): c.data.metrics["effective_components"]
+            for c in children if c.data.tags["algorithm"] == "variational"}
+    assert parent.data.metrics["bic_choice_k"] == min(bic, key=bic.get)
+    assert parent.data.metrics["dp_choice_k"] == kept[3]
+    path = client_for(store).download_artifacts(parent.info.run_id, "dp_vs_bic.json",
+                                                str(store["cwd"]))
+    assert json.loads(open(path).read())["bic_by_k"] == {str(k): v for k, v in bic.items()}
+    assert "BIC's choice" in parent.data.tags["mlflow.note.content"]
 
 
 # ---------------------------------------------------------------------- plots
