@@ -4,12 +4,13 @@ import contextlib
 import functools
 import logging
 import sys
+from typing import NamedTuple
 
 import numpy as np
 
 import mogjax as mg
-from experiments import configs, model
-from experiments.configs import DataName
+from experiments import configs, model, provenance
+from experiments.configs import DataName, Missing
 from experiments.interrupt import (
     RunInterrupted, exit_code, hard_exit, interruptible, interruption, signals_raise,
 )
@@ -21,9 +22,39 @@ for _noisy in ("jax._src.xla_bridge", "matplotlib"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 
-def load_data(data_cfg) -> tuple[np.ndarray, str]:
-    """The configured data set as float64 (n, d), and its name."""
+class Data(NamedTuple):
+    """The data a run fits."""
+
+    x: np.ndarray  # (n, d) float64; NaN where an entry is missing (model.missing)
+    weights: np.ndarray | None  # (n,) each row's weight (data.weights_column), or None
+    name: str
+
+    def hash(self) -> str:
+        """The data's hash (``provenance.data_hash``), the weights as a last column."""
+        table = self.x if self.weights is None else np.column_stack([self.x, self.weights])
+        return provenance.data_hash(table)
+
+    def metrics(self) -> dict[str, float]:
+        """What a run logs of the data beyond its config: the fraction of missing
+        entries and of rows with one, and the total and effective number of weights."""
+        out = {}
+        if np.isnan(self.x).any():
+            missing = np.isnan(self.x)
+            out.update(missing_fraction=float(missing.mean()),
+                       rows_with_missing_fraction=float(missing.any(axis=1).mean()))
+        if self.weights is not None:
+            w = self.weights
+            out.update(total_weight=float(w.sum()),
+                       effective_sample_size=float(w.sum() ** 2 / (w**2).sum()))
+        return out
+
+
+def load_data(cfg) -> Data:
+    """The configured data set: float64 (n, d) (NaN allowed with
+    ``model.missing=marginalize``), the weights column split off, and its name."""
+    data_cfg = cfg.data
     name = DataName(data_cfg.name).value
+    weights = None
     if name == "faithful":
         x = mg.load_old_faithful()
     elif name == "iris":
@@ -33,11 +64,33 @@ def load_data(data_cfg) -> tuple[np.ndarray, str]:
                                   data_cfg.n_features, separation=data_cfg.separation)
     else:
         x = mg.datasets.load_file(data_cfg.path, n_features=data_cfg.columns,
-                                  header=data_cfg.header)
+                                  header=data_cfg.header,
+                                  missing=cfg.model.missing == Missing.marginalize)
         name = f"file:{data_cfg.path}"
+        if data_cfg.weights_column is not None:
+            x, weights = split_weights(x, data_cfg.weights_column, name)
     if data_cfg.standardize:
-        x = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
-    return np.asarray(x, dtype=np.float64), name
+        sd = np.nanstd(x, axis=0)
+        x = (x - np.nanmean(x, axis=0)) / np.where(sd > 0, sd, 1.0)
+    return Data(np.asarray(x, dtype=np.float64), weights, name)
+
+
+def split_weights(table, column: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(data, weights)``: column ``column`` (1 = the first, -1 = the last) of
+    ``table`` as the weights, checked as ``sample_weight`` is, the rest as the data."""
+    d = table.shape[1]
+    if not (1 <= column <= d or -d <= column <= -1) or d < 2:
+        raise ValueError(f"data.weights_column={column}: the {name} has {d} columns, and "
+                         "the weights need one besides the data")
+    j = column - 1 if column > 0 else d + column
+    w = table[:, j]
+    where = f"data.weights_column={column} of the {name}"
+    if (bad := np.flatnonzero(~(w >= 0))).size:  # NaN or negative
+        raise ValueError(f"{where}: a weight must be a number >= 0, got {w[bad[0]]} "
+                         f"(row {bad[0] + 1})")
+    if not np.any(w > 0):
+        raise ValueError(f"{where}: every weight is zero")
+    return np.delete(table, j, axis=1), w
 
 
 # Axis labels of the data sets shipped with mogjax (a file's or synthetic data's: x1, x2, ...).
@@ -70,7 +123,8 @@ def fit_kwargs(cfg, method: str) -> dict:
                   **model_kwargs(cfg))
     if method == "em":
         return dict(kwargs, max_iter=stop.max_iter, n_init=cfg.model.n_init,
-                    equal_weights=cfg.model.equal_weights)
+                    equal_weights=cfg.model.equal_weights,
+                    missing=str(getattr(cfg.model.missing, "value", cfg.model.missing)))
     opt = configs.optimizer_config(cfg, method)
     batch_size = cfg.algorithm.batch_size if cfg.algorithm.name == "gradient" else None
     return dict(kwargs, optimizer=method, steps=stop.max_iter, learning_rate=opt.learning_rate,
@@ -78,18 +132,19 @@ def fit_kwargs(cfg, method: str) -> dict:
                 **dict(opt.options))
 
 
-def fit_mixture(cfg, x, method: str) -> tuple:
+def fit_mixture(cfg, x, method: str, weights=None) -> tuple:
     """EM or gradient ascent (``method`` = "em" or an optimiser's name), compiled and
     then timed warm (``experiments.timing``), in a worker thread so that Ctrl-C and
-    SIGTERM stop it at once. Returns ``(result, MixtureSummary)``."""
-    result, timing = interruptible(_fit_mixture, cfg, x, method)
-    return result, MixtureSummary.of(method, result, x, timing)
+    SIGTERM stop it at once; ``weights``: each row's (n,), or None. Returns
+    ``(result, MixtureSummary)``."""
+    result, timing = interruptible(_fit_mixture, cfg, x, method, weights)
+    return result, MixtureSummary.of(method, result, x, timing, weights)
 
 
-def _fit_mixture(cfg, x, method: str):
+def _fit_mixture(cfg, x, method: str, weights):
     fit = mg.fit_em if method == "em" else mg.fit_gradient
     budget_key = "max_iter" if method == "em" else "steps"
-    kwargs = fit_kwargs(cfg, method)
+    kwargs = dict(fit_kwargs(cfg, method), sample_weight=weights)
     if cfg.stop.seconds is None:
         return timed(lambda: fit(x, cfg.model.k, **kwargs))
     # A budget of seconds: time the whole budget of iterations warm, then refit with
@@ -103,14 +158,15 @@ def _fit_mixture(cfg, x, method: str):
     return timed(lambda: fit(x, cfg.model.k, **kwargs))
 
 
-def fit_mixture_seeds(cfg, x, seeds):
+def fit_mixture_seeds(cfg, x, seeds, weights=None):
     """EM for every seed in one compiled program (``mogjax.fit_em_seeds``), timed
     warm; returns ``(batched FitResult, timing)``."""
     kwargs = model_kwargs(cfg)
     del kwargs["seed"]
     return interruptible(timed, lambda: mg.fit_em_seeds(
         x, cfg.model.k, seeds, max_iter=cfg.stop.max_iter, tol=cfg.stop.tol,
-        patience=cfg.stop.patience, n_init=cfg.model.n_init, equal_weights=cfg.model.equal_weights, **kwargs))
+        patience=cfg.stop.patience, n_init=cfg.model.n_init,
+        equal_weights=cfg.model.equal_weights, sample_weight=weights, **kwargs))
 
 
 def log_mixture_fit(run, cfg, result, x, summary: MixtureSummary, data_name: str) -> None:
@@ -166,17 +222,18 @@ def mean_shift_bandwidth(cfg, x) -> float:
     return float(mg.estimate_bandwidth(x, alg.quantile) / np.sqrt(x.shape[1] + 2))
 
 
-def fit_mean_shift(cfg, x):
-    """Gaussian mean shift, compiled then timed warm, in a worker thread (see
-    ``fit_mixture``). Returns ``(result, MeanShiftSummary)``."""
-    return interruptible(_fit_mean_shift, cfg, x)
+def fit_mean_shift(cfg, x, weights=None):
+    """Gaussian mean shift (of the weighted density when ``weights`` are given),
+    compiled then timed warm, in a worker thread (see ``fit_mixture``). Returns
+    ``(result, MeanShiftSummary)``."""
+    return interruptible(_fit_mean_shift, cfg, x, weights)
 
 
-def _fit_mean_shift(cfg, x):
+def _fit_mean_shift(cfg, x, weights):
     alg, bandwidth = cfg.algorithm, mean_shift_bandwidth(cfg, x)
     result, timing = timed(lambda: mg.mean_shift(
         x, bandwidth, max_iter=alg.max_iter, tol=alg.tol, bin_seeding=alg.bin_seeding,
-        cluster_all=alg.cluster_all))
+        cluster_all=alg.cluster_all, sample_weight=weights))
     n_iter = int(result.n_iter)
     return result, MeanShiftSummary(
         n_clusters=int(result.centers.shape[0]), n_iter=n_iter,

@@ -28,13 +28,14 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from experiments import common, comparison, configs, provenance, store, tracking, ui_layout
+from experiments import common, comparison, configs, store, tracking, ui_layout
 from experiments.summary import ComparisonSummary, unit
 
 
-def fit_all(cfg, x) -> dict:
+def fit_all(cfg, data: common.Data) -> dict:
     """``{method: (result, summary)}`` for every method, no tracking."""
-    return {method: common.fit_mixture(cfg, x, method) for method in cfg.compare}
+    return {method: common.fit_mixture(cfg, data.x, method, data.weights)
+            for method in cfg.compare}
 
 
 def measure(cfg, fits: dict) -> dict:
@@ -54,31 +55,33 @@ def run(cfg: DictConfig) -> ComparisonSummary:
     configs.validate_compare(cfg)
     if cfg.tracking.enabled:
         store.check(store.tracking_uri(cfg))
-    x, data_name = common.load_data(cfg.data)
-    configs.validate_data(cfg, x)
+    data = common.load_data(cfg)
+    data_name = data.name
+    configs.validate_data(cfg, data.x)
     if not cfg.tracking.enabled:
-        fits = fit_all(cfg, x)
+        fits = fit_all(cfg, data)
         return ComparisonSummary({m: s for m, (_, s) in fits.items()}, measure(cfg, fits))
-    base_tags = {"data": data_name, "data_hash": provenance.data_hash(x), "seed": str(cfg.seed)}
+    base_tags = {"data": data_name, "data_hash": data.hash(), "seed": str(cfg.seed)}
     name = cfg.tracking.run_name or f"compare-{data_name}-k{cfg.model.k}-seed{cfg.seed}"
     with tracking.start_run(cfg, name, {**base_tags, "algorithm": "compare"}) as parent:
         parent.log_config(cfg, configs.run_params(cfg, "compare"))
-        fits = {m: fit_child(cfg, x, data_name, m, base_tags, parent) for m in cfg.compare}
+        parent.log_scalars(data.metrics())
+        fits = {m: fit_child(cfg, data, m, base_tags, parent) for m in cfg.compare}
         result = measure(cfg, fits)
         charts = log_comparison(cfg, data_name, fits, result, parent)
     return ComparisonSummary({m: s for m, (_, s) in fits.items()}, result, parent.run_id,
                              parent.experiment_id, parent.uri, charts)
 
 
-def fit_child(cfg, x, data_name: str, method: str, base_tags: dict, parent):
+def fit_child(cfg, data: common.Data, method: str, base_tags: dict, parent):
     """One method in a child run of its own, with its own config; ``(result, summary)``."""
     method_cfg = configs.method_config(cfg, method)
     tags = {**base_tags, "algorithm": configs.kind_of(cfg, method), "method": method}
     with tracking.start_run(cfg, method, tags, parent=parent) as child:
         child.log_config(method_cfg, configs.run_params(method_cfg, method))
         with common.degenerate_logged(child):
-            result, summary = common.fit_mixture(method_cfg, x, method)
-        common.log_mixture_fit(child, method_cfg, result, x, summary, data_name)
+            result, summary = common.fit_mixture(method_cfg, data.x, method, data.weights)
+        common.log_mixture_fit(child, method_cfg, result, data.x, summary, data.name)
         summary.run_id = child.run_id
     return result, summary
 

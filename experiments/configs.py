@@ -30,6 +30,11 @@ class CovarianceType(str, Enum):
     identity = "identity"
 
 
+class Missing(str, Enum):
+    error = "error"  # a NaN in the data is an error naming it
+    marginalize = "marginalize"  # fit_em(missing="marginalize"): EM on observed entries
+
+
 class DataName(str, Enum):
     faithful = "faithful"
     iris = "iris"
@@ -43,6 +48,9 @@ class DataConfig:
     path: Optional[str] = None  # for name=file: a .csv or .npy
     columns: Optional[int] = None  # for name=file: the number of columns it must have
     header: Optional[bool] = None  # for a .csv: null = a first row with no number in it
+    # for name=file: the column holding each row's weight (1 = the first, -1 = the last);
+    # the other columns are the data. null: every row weighs 1.
+    weights_column: Optional[int] = None
     n_samples: int = 1000  # synthetic only
     n_components: int = 3
     n_features: int = 2
@@ -59,6 +67,7 @@ class ModelConfig:
     init: str = "kmeans++"
     n_init: int = 1
     equal_weights: bool = False
+    missing: Missing = Missing.error  # marginalize: EM only (algorithm=em, one seed)
 
 
 @dataclass
@@ -195,6 +204,8 @@ CHECKS = [
     ("data.n_samples", _count(1)), ("data.n_components", _count(1)),
     ("data.n_features", _count(1)), ("data.separation", _real(0.0)), ("data.seed", _count(0)),
     ("data.columns", ((lambda v: v is None or v >= 1), "an integer >= 1 or null")),
+    ("data.weights_column", ((lambda v: v is None or v != 0),
+                             "a column number (1 = the first, -1 = the last) or null")),
     ("algorithm.bandwidth", _real(0.0, open_low=True, optional=True)),
     ("algorithm.quantile", ((lambda v: 0 < v <= 1), "a number in (0, 1]")),
     ("algorithm.max_iter", _count(1)), ("algorithm.tol", _real(0.0)),
@@ -204,10 +215,13 @@ CHECKS = [
 ]
 
 
+FILE_KEYS = ("data.columns", "data.weights_column")
+
+
 def _applies(cfg, key: str) -> bool:
     group = key.split(".")[0]
     if group == "data":
-        return cfg.data.name == ("file" if key == "data.columns" else "synthetic")
+        return cfg.data.name == ("file" if key in FILE_KEYS else "synthetic")
     return group != "algorithm" or OmegaConf.select(cfg, key, default=MISSING) is not MISSING
 
 
@@ -226,6 +240,15 @@ def validate(cfg) -> None:
     if cfg.n_seeds > 1 and cfg.algorithm.name != "em":
         raise ValueError(f"n_seeds={cfg.n_seeds} batches EM fits; algorithm "
                          f"{cfg.algorithm.name!r} runs one seed per job (use -m seed=...)")
+    if cfg.data.weights_column is not None and cfg.data.name != DataName.file:
+        raise ValueError("data.weights_column names a column of a file: it needs data=file")
+    if cfg.data.weights_column is not None and cfg.algorithm.name == "variational":
+        raise ValueError("algorithm=variational takes no sample weights: set "
+                         "data.weights_column=null")
+    if cfg.model.missing == Missing.marginalize and (
+            cfg.algorithm.name != "em" or cfg.n_seeds > 1):
+        raise ValueError("model.missing=marginalize is EM's (mogjax.fit_em): it needs "
+                         "algorithm=em and n_seeds=1")
     if cfg.algorithm.name == "variational" and cfg.model.covariance_type == "identity":
         raise ValueError("algorithm=variational has a prior on every covariance: "
                          "model.covariance_type must be full, tied, diag or spherical")
@@ -258,6 +281,9 @@ def validate_data(cfg, x) -> None:
 def validate_compare(cfg) -> None:
     """``validate``, and what a comparison from one shared start needs."""
     validate(cfg)
+    if cfg.model.missing == Missing.marginalize:
+        raise ValueError("model.missing=marginalize is EM's alone; compare needs complete "
+                         "data (model.missing=error)")
     if cfg.model.n_init != 1 or cfg.model.equal_weights:
         raise ValueError("compare starts every method from one shared start of the same "
                          "model: it needs model.n_init=1 and model.equal_weights=false")
@@ -267,7 +293,7 @@ def validate_compare(cfg) -> None:
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # The data settings each data set uses (the others are another data set's defaults).
-DATA_FIELDS = {"faithful": (), "iris": (), "file": ("path", "columns", "header"),
+DATA_FIELDS = {"faithful": (), "iris": (), "file": ("path", "columns", "header", "weights_column"),
                "synthetic": ("n_samples", "n_components", "n_features", "separation", "seed")}
 # What each kind of run leaves out of its params: settings it does not read.
 UNUSED = {"compare": ("algorithm", "optimizer", "n_seeds"),

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import mogjax as mg
 
-from experiments import common, configs, provenance, store, tracking, variational
+from experiments import common, configs, store, tracking, variational
 from experiments.summary import MeanShiftSummary, MixtureSummary, SeedsSummary, VariationalSummary
 
 
@@ -24,13 +24,13 @@ def method_of(cfg) -> str:
     return name if name in ("em", "meanshift", "variational") else cfg.optimizer.name
 
 
-def compute(cfg, x) -> tuple:
-    """Fit the configured algorithm on ``x``: ``(result, summary)``; no tracking."""
+def compute(cfg, data: common.Data) -> tuple:
+    """Fit the configured algorithm on the data: ``(result, summary)``; no tracking."""
     if cfg.algorithm.name == "meanshift":
-        return common.fit_mean_shift(cfg, x)
+        return common.fit_mean_shift(cfg, data.x, data.weights)
     if cfg.algorithm.name == "variational":
-        return variational.fit(cfg, x)
-    return common.fit_mixture(cfg, x, method_of(cfg))
+        return variational.fit(cfg, data.x)
+    return common.fit_mixture(cfg, data.x, method_of(cfg), data.weights)
 
 
 def run_name(cfg, data_name: str) -> str:
@@ -53,21 +53,23 @@ def run(cfg: DictConfig) -> MixtureSummary | MeanShiftSummary | SeedsSummary | V
     configs.validate(cfg)
     if cfg.tracking.enabled:
         store.check(store.tracking_uri(cfg))
-    x, data_name = common.load_data(cfg.data)
+    data = common.load_data(cfg)
+    x, data_name = data.x, data.name
     configs.validate_data(cfg, x)
     if cfg.algorithm.name == "meanshift":
         cfg = OmegaConf.merge(cfg, {"algorithm": {"bandwidth": common.mean_shift_bandwidth(cfg, x)}})
     if cfg.n_seeds > 1:
-        return run_seeds(cfg, x, data_name)
+        return run_seeds(cfg, data)
     if not cfg.tracking.enabled:
-        return compute(cfg, x)[1]
+        return compute(cfg, data)[1]
     algorithm, method = cfg.algorithm.name, method_of(cfg)
-    tags = {"data": data_name, "data_hash": provenance.data_hash(x), "algorithm": algorithm,
+    tags = {"data": data_name, "data_hash": data.hash(), "algorithm": algorithm,
             "method": method, "seed": str(cfg.seed)}
     with tracking.start_run(cfg, run_name(cfg, data_name), tags) as run:
         run.log_config(cfg, configs.run_params(cfg, method))
+        run.log_scalars(data.metrics())
         with common.degenerate_logged(run):
-            result, summary = compute(cfg, x)
+            result, summary = compute(cfg, data)
         if algorithm == "meanshift":
             common.log_mean_shift_fit(run, cfg, result, x, summary, data_name)
         elif algorithm == "variational":
@@ -79,31 +81,32 @@ def run(cfg: DictConfig) -> MixtureSummary | MeanShiftSummary | SeedsSummary | V
     return summary
 
 
-def run_seeds(cfg: DictConfig, x, data_name: str) -> SeedsSummary:
+def run_seeds(cfg: DictConfig, data: common.Data) -> SeedsSummary:
     """Seeds ``seed .. seed + n_seeds - 1`` in one compiled EM program; each seed is
     its own MLflow run (config with its ``seed``), all children of one parent run
     tagged with one ``sweep_id``. A seed that met a singular covariance is a FAILED
     run, and the job raises after logging every seed."""
     seeds = list(range(cfg.seed, cfg.seed + cfg.n_seeds))
-    result, timing = common.fit_mixture_seeds(cfg, x, seeds)
+    x = data.x
+    result, timing = common.fit_mixture_seeds(cfg, x, seeds, data.weights)
     # One program fits every seed: each seed's run gets its share of the warm time.
     share = {"fit_seconds": timing["fit_seconds"] / len(seeds),
              "compile_seconds": timing["compile_seconds"] / len(seeds)}
     fits = [jax.tree.map(lambda a, i=i: a[i], result) for i in range(len(seeds))]
-    out = SeedsSummary(seeds, [MixtureSummary.of("em", f, x, share) for f in fits],
+    out = SeedsSummary(seeds, [MixtureSummary.of("em", f, x, share, data.weights) for f in fits],
                        timing["fit_seconds"], timing["compile_seconds"],
                        [s for s, f in zip(seeds, fits) if bool(f.degenerate)])
     if cfg.tracking.enabled:
-        out.run_id = log_seeds(cfg, x, data_name, fits, out)
+        out.run_id = log_seeds(cfg, data, fits, out)
     if out.failed_seeds:
         raise ValueError(f"{len(out.failed_seeds)} of {len(seeds)} seeds met a singular "
                          f"covariance (seeds {out.failed_seeds}); their runs are marked FAILED")
     return out
 
 
-def log_seeds(cfg, x, data_name, fits, out: SeedsSummary) -> str:
-    seeds = out.seeds
-    tags = {"data": data_name, "data_hash": provenance.data_hash(x), "algorithm": "em",
+def log_seeds(cfg, data: common.Data, fits, out: SeedsSummary) -> str:
+    seeds, x, data_name = out.seeds, data.x, data.name
+    tags = {"data": data_name, "data_hash": data.hash(), "algorithm": "em",
             "method": "em", "sweep_id": uuid.uuid4().hex[:12], "batched": "true"}
     name = cfg.tracking.run_name or f"seeds-{data_name}-k{cfg.model.k}-{seeds[0]}..{seeds[-1]}"
     with tracking.start_run(cfg, name, {**tags, "sweep_parent": "true"}) as parent:

@@ -69,19 +69,19 @@ def fit_again(config_text: str, method: str):
     """``(curve, params or None, data_hash)`` from a fresh fit of the logged config."""
     from omegaconf import OmegaConf
 
-    from experiments import common, configs, provenance
+    from experiments import common, configs
 
     cfg = OmegaConf.merge(OmegaConf.structured(configs.Config), OmegaConf.create(config_text))
     cfg.tracking.enabled = False
     configs.validate(cfg)
-    x, _ = common.load_data(cfg.data)
+    data = common.load_data(cfg)
     if method == "meanshift":
-        result, _ = common.fit_mean_shift(cfg, x)
+        result, _ = common.fit_mean_shift(cfg, data.x, data.weights)
         curve, params = result.curve[1 : int(result.n_iter) + 1], None
     else:
-        result, _ = common.fit_mixture(cfg, x, method)
+        result, _ = common.fit_mixture(cfg, data.x, method, data.weights)
         curve, params = result.curve[: int(result.n_iter) + 1], result.params
-    return np.asarray(curve, np.float64), params, provenance.data_hash(x)
+    return np.asarray(curve, np.float64), params, data.hash()
 
 
 def environment_differences(logged: dict) -> list[str]:

@@ -39,14 +39,15 @@ class MixtureSummary:
     run_id: str | None = None
 
     @classmethod
-    def of(cls, method: str, result, x, timing: dict) -> "MixtureSummary":
+    def of(cls, method: str, result, x, timing: dict, weights=None) -> "MixtureSummary":
         n_iter = int(result.n_iter)
         return cls(
             method=method, final_log_likelihood=float(result.curve[n_iter]), n_iter=n_iter,
             converged=bool(result.converged), fit_seconds=timing["fit_seconds"],
             compile_seconds=timing["compile_seconds"],
             seconds_per_iteration=per_iteration(timing, n_iter),
-            bic=float(mg.bic(result.params, x)), aic=float(mg.aic(result.params, x)),
+            bic=float(mg.bic(result.params, x, sample_weight=weights)),
+            aic=float(mg.aic(result.params, x, sample_weight=weights)),
             n_rejected=int(result.n_rejected) if hasattr(result, "n_rejected") else None)
 
     def metrics(self) -> dict[str, float]:

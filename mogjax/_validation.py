@@ -257,7 +257,7 @@ def check_sample_weight(sample_weight, n: int, dtype) -> Array | None:
         raise ValueError(f"sample_weight must be non-negative, got {w[bad]} at row {bad}")
     if not np.any(w > 0):
         raise ValueError("sample_weight is zero everywhere: at least one row must weigh > 0")
-    return jnp.asarray(w, dtype)
+    return jnp.asarray(w, jax.dtypes.canonicalize_dtype(dtype))  # float32 unless x64
 
 
 def check_stop_rule(patience, previous) -> tuple[int, float]:

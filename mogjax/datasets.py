@@ -101,7 +101,8 @@ MAX_LINE = 1 << 20
 ROWS_PER_BLOCK = 65536
 
 
-def load_file(path, *, n_features: int | None = None, header: bool | None = None) -> np.ndarray:
+def load_file(path, *, n_features: int | None = None, header: bool | None = None,
+              missing: bool = False) -> np.ndarray:
     """A user's data file as a float array (n, d): ``.npy`` or ``.csv``, never pickle.
 
     ``.npy`` is read with ``allow_pickle=False``. A CSV (``.csv``, ``.txt``) is UTF-8
@@ -114,6 +115,10 @@ def load_file(path, *, n_features: int | None = None, header: bool | None = None
     file, a folder, an empty file, a binary or NUL-filled file (refused from its
     first bytes), a line too long, non-numeric cells, NaN or infinity, a ragged row,
     the wrong number of columns (when ``n_features`` is given).
+
+    ``missing=True`` reads missing entries as NaN (for ``fit_em(missing="marginalize")``):
+    NaN in a ``.npy``; in a CSV an empty cell, ``nan`` or ``NA`` (any case). Infinity
+    is still an error.
 
     Examples:
       >>> import pathlib, tempfile
@@ -138,16 +143,19 @@ def load_file(path, *, n_features: int | None = None, header: bool | None = None
     if suffix == ".npy":
         x = _read_npy(path, name)
     elif suffix in (".csv", ".txt"):
-        x = _read_csv(path, name, header)
+        x = _read_csv(path, name, header, missing)
     else:
         raise ValueError(f"{name}: unknown format {suffix!r}; use .csv or .npy")
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"{name} must hold a 2-D table with rows, got shape {x.shape}")
-    if not np.all(np.isfinite(x)):
-        row, col = np.argwhere(~np.isfinite(x))[0]
-        raise ValueError(f"{name} contains NaN or infinity (row {row + 1}, column {col + 1})")
+    bad = np.isinf(x) if missing else ~np.isfinite(x)
+    if np.any(bad):
+        row, col = np.argwhere(bad)[0]
+        what = "infinity" if missing else "NaN or infinity"
+        hint = "" if missing else f"; {MISSING_HINT}"
+        raise ValueError(f"{name} contains {what} (row {row + 1}, column {col + 1}){hint}")
     if n_features is not None and x.shape[1] != n_features:
         raise ValueError(f"{name} has {x.shape[1]} columns, expected {n_features}")
     return x
@@ -201,30 +209,37 @@ def _lines(path, name: str):
                 yield lineno, text
 
 
-def _parse(cells: list[str]) -> list[float | None]:
+MISSING_CELLS = ("", "nan", "na")  # read as NaN by load_file(..., missing=True)
+MISSING_HINT = ("missing=True reads missing entries as NaN, for fit_em(missing="
+                "'marginalize') (experiments: model.missing=marginalize)")
+
+
+def _parse(cells: list[str], missing: bool = False) -> list[float | None]:
     out = []
     for cell in cells:
         try:
             out.append(float(cell))
         except ValueError:
-            out.append(None)
+            out.append(np.nan if missing and cell.lower() in MISSING_CELLS else None)
     return out
 
 
-def _read_csv(path, name: str, header: bool | None) -> np.ndarray:
+def _read_csv(path, name: str, header: bool | None, missing: bool = False) -> np.ndarray:
     _check_text(path, name)
     blocks, block, width, first = [], [], None, True
     for lineno, text in _lines(path, name):
         cells = [c.strip() for c in text.split(",")]
-        values = _parse(cells)
         if first:
             first = False
-            if header or (header is None and all(v is None for v in values)):
+            if header or (header is None and all(v is None for v in _parse(cells))):
                 continue
+        values = _parse(cells, missing)
         if None in values:
             bad = values.index(None)
             hint = (" (a header row holds no numbers; set data.header=true to skip it)"
                     if width is None else "")
+            if cells[bad].lower() in MISSING_CELLS:
+                hint = f": a missing entry; {MISSING_HINT}"
             raise ValueError(f"{name}, line {lineno}, column {bad + 1}: {cells[bad]!r} is "
                              f"not a number{hint}")
         if width is not None and len(values) != width:

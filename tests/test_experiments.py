@@ -342,6 +342,96 @@ def test_seeds_batch_only_em(cfg_factory):
         fit.run(cfg_factory("n_seeds=4", "algorithm=meanshift", "tracking.enabled=false"))
 
 
+# ------------------------------------------------- weighted and incomplete data
+
+
+@pytest.fixture(scope="module")
+def weighted_and_missing_files(tmp_path_factory):
+    """Old Faithful with a weights column (last), and with 10% of entries missing
+    (empty cells): the paths and the arrays."""
+    folder = tmp_path_factory.mktemp("data")
+    x = mg.load_old_faithful()
+    rng = np.random.default_rng(0)
+    w = rng.integers(0, 4, len(x)).astype(float)
+    np.savetxt(folder / "weighted.csv", np.column_stack([x, w]), delimiter=",",
+               header="duration,waiting,weight", comments="")
+    holes = rng.random(x.shape) < 0.1
+    holes[holes.all(axis=1), 0] = False
+    xm = np.where(holes, np.nan, x)
+    lines = [",".join("" if np.isnan(v) else repr(float(v)) for v in row) for row in xm]
+    (folder / "holes.csv").write_text("duration,waiting\n" + "\n".join(lines) + "\n")
+    return {"weighted": folder / "weighted.csv", "holes": folder / "holes.csv",
+            "x": x, "w": w, "xm": xm}
+
+
+def test_a_weights_column_weighs_the_fit_and_is_logged(cfg_factory, store,
+                                                       weighted_and_missing_files):
+    from experiments import fit
+    from experiments.tracking import load_run_params
+
+    f = weighted_and_missing_files
+    summary = fit.run(cfg_factory("data=file", f"data.path={f['weighted']}",
+                                  "data.weights_column=-1", f"tracking.uri={store['uri']}",
+                                  "tracking.log_plots=false"))
+    run = client_for(store).get_run(summary.run_id)
+    assert run.data.params["data.weights_column"] == "-1"
+    assert run.data.metrics["total_weight"] == f["w"].sum()
+    params = load_run_params(summary.run_id, store["uri"])
+    assert params.means.shape == (2, 2)  # the weights are not a feature
+    x, w = f["x"], f["w"]
+    np.testing.assert_allclose(summary.final_log_likelihood, float(
+        mg.mean_log_likelihood(params, x, sample_weight=w)), rtol=1e-9)
+    np.testing.assert_allclose(summary.bic, float(mg.bic(params, x, sample_weight=w)),
+                               rtol=1e-9)
+    # the same fit as the library's, with those weights (rows of weight 0 drop out)
+    expected = mg.fit_em(x, 2, sample_weight=w, tol=1e-5)
+    np.testing.assert_allclose(summary.final_log_likelihood,
+                               float(expected.curve[int(expected.n_iter)]), rtol=1e-9)
+
+
+def test_missing_entries_are_marginalised_and_counted(cfg_factory, store,
+                                                      weighted_and_missing_files):
+    from experiments import fit
+    from experiments.tracking import load_run_params
+
+    f = weighted_and_missing_files
+    with pytest.raises(ValueError, match=r"line \d+, column \d: '' is not a number: a missing "
+                                         "entry; .*model.missing=marginalize"):
+        fit.run(cfg_factory("data=file", f"data.path={f['holes']}", "tracking.enabled=false"))
+    summary = fit.run(cfg_factory("data=file", f"data.path={f['holes']}",
+                                  "model.missing=marginalize", f"tracking.uri={store['uri']}",
+                                  "tracking.log_plots=false"))
+    run = client_for(store).get_run(summary.run_id)
+    holes = np.isnan(f["xm"])
+    assert run.data.metrics["missing_fraction"] == pytest.approx(holes.mean())
+    assert run.data.metrics["rows_with_missing_fraction"] == pytest.approx(
+        holes.any(axis=1).mean())
+    params = load_run_params(summary.run_id, store["uri"])
+    np.testing.assert_allclose(summary.final_log_likelihood,
+                               float(mg.mean_log_likelihood(params, f["xm"])), rtol=1e-9)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.weights_column=1"], "data.weights_column names a column of a file"),
+    (["model.missing=marginalize", "algorithm=gradient"], "model.missing=marginalize is EM's"),
+    (["data=file", "data.path=x.csv", "data.weights_column=0"], "data.weights_column must be"),
+])
+def test_weights_and_missing_settings_are_checked_first(cfg_factory, overrides, message):
+    from experiments import fit
+
+    with pytest.raises(ValueError, match=message):
+        fit.run(cfg_factory(*overrides, "tracking.enabled=false"))
+
+
+def test_a_bad_weight_names_its_row(cfg_factory, tmp_path):
+    from experiments import fit
+
+    (tmp_path / "w.csv").write_text("1,2,1\n3,4,-2\n5,6,1\n")
+    with pytest.raises(ValueError, match=r"weights_column=3 .*>= 0, got -2.0 \(row 2\)"):
+        fit.run(cfg_factory("data=file", f"data.path={tmp_path / 'w.csv'}",
+                            "data.weights_column=3", "tracking.enabled=false"))
+
+
 # ------------------------------------------------------------------- a study
 
 
