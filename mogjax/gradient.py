@@ -43,7 +43,7 @@ from mogjax.mixture import MixtureParams
 from mogjax.optimizers import make_optimizer, uses_line_search, with_hyperparams
 from mogjax.progress import report_every
 from mogjax.results import (
-    DEGENERATE, GRAD_NORM, STEPS, STOP_REASONS, TOL, StopCounter, count_small_gains,
+    DEGENERATE, GRAD_NORM, STEPS, STOP_REASONS, TOL, StopCounter, all_finite, count_small_gains,
     raise_if_degenerate, start_counter,
 )
 from mogjax.unconstrained import UnconstrainedParams, from_unconstrained, to_unconstrained
@@ -173,10 +173,6 @@ class _Settings(NamedTuple):
     steps: Array
 
 
-def _finite(tree) -> Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
-
-
 def _pick(ok, new, old):
     return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
 
@@ -214,7 +210,7 @@ def _loop(raw0, curve0, data, weight, center, key, s: _Settings, opt, hyper, *, 
     def body(st: _State) -> _State:
         raw, opt_state, value, grad, evaluated = (
             full_step if batch_size is None else batch_step)(st)
-        ok = jnp.isfinite(value) & _finite(raw) & _finite(grad)
+        ok = jnp.isfinite(value) & all_finite(raw) & all_finite(grad)
         if line_search:  # a monotone method: a step down is a failed step
             ok &= value >= st.value - slack * jnp.maximum(1.0, jnp.abs(st.value))
         kept = opt.init(st.raw) if line_search else st.opt_state

@@ -91,6 +91,11 @@ class DegenerateCovarianceError(ValueError):
         self.result = result
 
 
+def all_finite(tree) -> Array:
+    """Whether every entry of every array in ``tree`` is finite (a traced bool)."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
+
+
 def finite_params(params: MixtureParams) -> MixtureParams:
     """``params`` with every non-finite entry replaced: a component's precision factor
     by the identity's (unit covariance), a mean by 0, the weights by equal ones."""

@@ -41,6 +41,7 @@ from mogjax.posterior import (
 )
 from mogjax.results import (
     StopCounter,
+    all_finite,
     best_of,
     count_small_gains,
     raise_if_degenerate,
@@ -93,10 +94,6 @@ class _State(NamedTuple):
     degenerate: Array
 
 
-def _all_finite(tree) -> Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
-
-
 def variational_e_step(post, data, center, block_size, data_are_features: bool):
     """``(SufficientStats, entropy)`` of the responsibilities of ``post`` over
     ``data`` (rows, or their quadratic features); ``entropy`` is
@@ -133,7 +130,7 @@ def _run(post0, curve0, e_step_fn, prior, tol, reg_covar, patience, previous, ma
         stats, entropy = e_step_fn(s.post)
         new = posterior_from_stats(stats, prior, reg_covar, weight_prior)
         bound = lower_bound(new, entropy)
-        ok = _all_finite(new) & jnp.isfinite(bound)
+        ok = all_finite(new) & jnp.isfinite(bound)
         post = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, s.post)
         i = s.step + ok.astype(s.step.dtype)
         curve = s.curve.at[i].set(jnp.where(ok, bound, s.curve[i]))
@@ -145,7 +142,7 @@ def _run(post0, curve0, e_step_fn, prior, tol, reg_covar, patience, previous, ma
     start = _State(post0, curve, jnp.int32(0), start_counter(curve0), jnp.bool_(False),
                    jnp.bool_(False))
     s = jax.lax.while_loop(cond, body, start)
-    degenerate = s.degenerate | ~_all_finite(post0)
+    degenerate = s.degenerate | ~all_finite(post0)
     return s.post, s.curve, s.step, s.converged, degenerate
 
 
