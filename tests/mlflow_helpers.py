@@ -43,11 +43,20 @@ def run_script(script, *overrides, store=None, check=True, timeout=300):
     return proc
 
 
+def _sigint_as_in_a_terminal() -> None:
+    # A shell's background job inherits SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: a script started under such a test run would ignore
+    # Ctrl-C. Reset it, as a terminal's foreground process has it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_script(script, *overrides, store, env=None, **kwargs) -> subprocess.Popen:
-    """Start a script in the background, its stdout a pipe of text lines."""
+    """Start a script in the background, its stdout a pipe of text lines; it takes
+    SIGINT as a script run from a terminal does."""
     return subprocess.Popen(script_args(script, *overrides, store=store), cwd=store["cwd"],
                             env=env or script_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_as_in_a_terminal, **kwargs)
 
 
 def wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 120) -> str:
