@@ -33,18 +33,23 @@ install-cluster: $(VENV)/.installed-cluster
 run: $(VENV)/.installed
 	$(PY) experiments/compare.py
 
+# Test files run on TEST_WORKERS processes (pytest-xdist), each file whole on one worker
+# (its module fixtures, servers and compiled programs shared as when run alone).
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 ## make test: set up .venv with the test extra and run every test
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 ## make test-all: every test, those marked slow included (today the same set as `make test`;
 ##   the -m here overrides any -m "not slow" that addopts may get later)
 test-all: $(VENV)/.installed-test
-	$(PY) -m pytest -q -m "slow or not slow"
+	$(PYTEST) -m "slow or not slow"
 
 ## make test-fast: only the tests not marked slow
 test-fast: $(VENV)/.installed-test
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 ## make tracking-server: MLflow server on a PostgreSQL store in .tracking/ (docs/cluster.md)
 ##   make tracking-server TRACKING_HOST=0.0.0.0 TRACKING_ARGS="--allowed-hosts mlflow.lab.example:5000"

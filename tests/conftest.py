@@ -1,8 +1,16 @@
-"""Shared test set-up: float64 everywhere (set before any array exists), small data."""
+"""Shared test set-up: float64 everywhere (set before any array exists), small data,
+programs compiled with XLA's cheapest backend optimisation."""
 
 import gc
+import os
 
-import jax
+# The suite compiles thousands of small programs, and compiling is most of its time;
+# LLVM's optimisation passes buy nothing on test-sized data. Scripts the tests start
+# inherit the setting. Benchmarks and users compile as XLA does by default.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 "
+                                   "--xla_llvm_disable_expensive_passes=true")
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

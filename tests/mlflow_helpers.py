@@ -43,20 +43,22 @@ def run_script(script, *overrides, store=None, check=True, timeout=300):
     return proc
 
 
-def _sigint_as_in_a_terminal() -> None:
-    # A shell's background job inherits SIGINT ignored, and Python then installs no
-    # KeyboardInterrupt handler: a script started under such a test run would ignore
-    # Ctrl-C. Reset it, as a terminal's foreground process has it.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# A shell's background job inherits SIGINT ignored, and Python then installs no
+# KeyboardInterrupt handler: a script started by a test run that was itself started in
+# the background would ignore Ctrl-C. A small launcher (one thread, so no fork hazard
+# as a preexec_fn in this multithreaded process would have) resets SIGINT, as a
+# terminal's foreground process has it, and execs the script.
+SIGINT_AS_IN_A_TERMINAL = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                           "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
 
 
 def start_script(script, *overrides, store, env=None, **kwargs) -> subprocess.Popen:
     """Start a script in the background, its stdout a pipe of text lines; it takes
     SIGINT as a script run from a terminal does."""
-    return subprocess.Popen(script_args(script, *overrides, store=store), cwd=store["cwd"],
-                            env=env or script_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_sigint_as_in_a_terminal, **kwargs)
+    args = script_args(script, *overrides, store=store)
+    return subprocess.Popen([args[0], "-c", SIGINT_AS_IN_A_TERMINAL, *args[1:]],
+                            cwd=store["cwd"], env=env or script_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
 
 
 def wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 120) -> str:
