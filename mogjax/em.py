@@ -312,6 +312,10 @@ def fit_em(
       True
     """
     if chunk_size is not None or is_chunked(x):
+        if missing != "error":
+            raise ValueError(f"missing={missing!r} needs in-memory data: chunked EM "
+                             "(chunk_size, a memmap, a path, a list or a callable) "
+                             "takes complete rows only")
         return fit_em_chunked(
             x, k, chunk_size=chunk_size, covariance_type=covariance_type, init=init,
             max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_init=n_init, seed=seed,

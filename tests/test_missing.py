@@ -102,3 +102,9 @@ def test_gaussian_mixture_marginalizes_when_asked():
     assert np.all(np.isfinite(gm.predict_proba(XM)))
     with pytest.raises(ValueError, match="NaN"):
         mg.GaussianMixture(3).fit(XM)  # scikit-learn's default: NaN is an error
+
+
+def test_chunked_data_refuse_to_marginalise():
+    x = np.zeros((10, 2))
+    with pytest.raises(ValueError, match="missing='marginalize' needs in-memory data"):
+        mg.fit_em(x, 2, chunk_size=5, missing="marginalize")
