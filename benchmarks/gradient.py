@@ -5,6 +5,7 @@ Run it directly (minutes; ``--quick`` for a small look)::
     .venv/bin/python benchmarks/gradient.py                 # both sizes below, float32
     .venv/bin/python benchmarks/gradient.py --quick         # n=100,000, d=8, k=8 only
     .venv/bin/python benchmarks/gradient.py --float64
+    .venv/bin/python benchmarks/gradient.py --size 1000000,8,8 --repeats 7 --no-target
 
 **Step cost** (one table per size; defaults n=1e6, d=8, k=8 and n=2e5, d=64, k=32,
 full covariance): seconds per EM iteration (mogjax), per Adam step, per Adam step on
@@ -56,13 +57,14 @@ def step_costs(x, k, steps, repeats, sklearn: bool):
             lambda m: fit_em(x, k, max_iter=m - 1, tol=0.0, **common).curve, steps, repeats),
         "Adam step": per_step(
             lambda m: fit_gradient(x, k, optimizer="adam", learning_rate=0.05, steps=m,
-                                   **common).curve, steps, repeats),
+                                   tol=0.0, **common).curve, steps, repeats),
         "Adam step, batch n/10": per_step(
             lambda m: fit_gradient(x, k, optimizer="adam", learning_rate=0.05, steps=m,
-                                   batch_size=n // 10, eval_every=10 * m, **common).curve,
+                                   batch_size=n // 10, eval_every=10 * m, tol=0.0,
+                                   **common).curve,
             steps, repeats),
         "L-BFGS iteration": per_step(
-            lambda m: fit_gradient(x, k, optimizer="lbfgs", steps=m, **common).curve,
+            lambda m: fit_gradient(x, k, optimizer="lbfgs", steps=m, tol=0.0, **common).curve,
             steps, repeats),
     }
     if sklearn:
@@ -113,11 +115,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="n=100,000, d=8, k=8 only")
     parser.add_argument("--steps", type=int, default=40, help="steps per timed run")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--gap", type=float, default=1e-3)
     parser.add_argument("--no-target", action="store_true")
     parser.add_argument("--no-sklearn", action="store_true")
     parser.add_argument("--float64", action="store_true")
+    parser.add_argument("--size", action="append", metavar="N,D,K",
+                        help="n,d,k to time instead of the default sizes (repeatable)")
     args = parser.parse_args()
 
     import jax
@@ -127,6 +131,8 @@ def main() -> None:
     from mogjax.datasets import make_mixture
 
     sizes = [(100_000, 8, 8)] if args.quick else [(1_000_000, 8, 8), (200_000, 64, 32)]
+    if args.size:
+        sizes = [tuple(int(v) for v in size.split(",")) for size in args.size]
     dtype = np.float64 if args.float64 else np.float32
     print(f"{np.dtype(dtype).name}, full covariance, jax {jax.__version__} on "
           f"{jax.devices()[0].platform}")
