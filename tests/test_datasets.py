@@ -72,3 +72,17 @@ def test_make_mixture_params_types(covariance_type):
         np.testing.assert_allclose(cov, 1.0)
     else:
         assert np.all((cov > 0.5 - 1e-9) & (cov < 2.0 + 1e-9))
+
+
+def test_load_file_reads_missing_entries_only_when_asked(tmp_path):
+    path = tmp_path / "holes.csv"
+    path.write_text("a,b,c\n1,,3\nNA,5,nan\n7,8,9\n")
+    with pytest.raises(ValueError, match=r"line 2, column 2: '' is not a number: a missing "
+                                         r"entry; missing=True reads"):
+        mg.datasets.load_file(path)
+    x = mg.datasets.load_file(path, missing=True)
+    np.testing.assert_array_equal(np.isnan(x), [[0, 1, 0], [1, 0, 1], [0, 0, 0]])
+    assert x[2].tolist() == [7.0, 8.0, 9.0]
+    np.save(tmp_path / "inf.npy", np.array([[1.0, np.nan], [np.inf, 2.0]]))
+    with pytest.raises(ValueError, match=r"contains infinity \(row 2, column 1\)"):
+        mg.datasets.load_file(tmp_path / "inf.npy", missing=True)
