@@ -38,8 +38,8 @@ class Data(NamedTuple):
         """What a run logs of the data beyond its config: the fraction of missing
         entries and of rows with one, and the total and effective number of weights."""
         out = {}
-        if np.isnan(self.x).any():
-            missing = np.isnan(self.x)
+        missing = np.isnan(self.x)
+        if missing.any():
             out.update(missing_fraction=float(missing.mean()),
                        rows_with_missing_fraction=float(missing.any(axis=1).mean()))
         if self.weights is not None:
@@ -110,7 +110,7 @@ def column_names(cfg, data_name: str, d: int) -> tuple[str, ...]:
 
 def model_kwargs(cfg) -> dict:
     m = cfg.model
-    return dict(covariance_type=str(getattr(m.covariance_type, "value", m.covariance_type)),
+    return dict(covariance_type=configs.plain(m.covariance_type),
                 init=m.init, reg_covar=m.reg_covar, seed=cfg.seed)
 
 
@@ -124,7 +124,7 @@ def fit_kwargs(cfg, method: str) -> dict:
     if method == "em":
         return dict(kwargs, max_iter=stop.max_iter, n_init=cfg.model.n_init,
                     equal_weights=cfg.model.equal_weights,
-                    missing=str(getattr(cfg.model.missing, "value", cfg.model.missing)))
+                    missing=configs.plain(cfg.model.missing))
     opt = configs.optimizer_config(cfg, method)
     batch_size = cfg.algorithm.batch_size if cfg.algorithm.name == "gradient" else None
     return dict(kwargs, optimizer=method, steps=stop.max_iter, learning_rate=opt.learning_rate,

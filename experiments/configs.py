@@ -218,6 +218,11 @@ CHECKS = [
 FILE_KEYS = ("data.columns", "data.weights_column")
 
 
+def plain(value) -> str:
+    """A config value as its string: an enum member's value, else ``str(value)``."""
+    return str(getattr(value, "value", value))
+
+
 def _applies(cfg, key: str) -> bool:
     group = key.split(".")[0]
     if group == "data":

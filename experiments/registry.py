@@ -30,6 +30,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from experiments.configs import plain
 from experiments.model import MODEL_NAME
 from experiments.store import first_line, resolve_uri, tracking_uri
 
@@ -99,7 +100,7 @@ def register_sweep(config, parent_run_id: str, sweep_id: str) -> None:
     metric = config.tracking.register_best
     if not metric:
         return
-    metric = str(getattr(metric, "value", metric))
+    metric = plain(metric)
     mlflow.set_tracking_uri(tracking_uri(config))
     try:
         experiment = MlflowClient().get_run(parent_run_id).info.experiment_id

@@ -18,6 +18,13 @@ def unit(method: str) -> str:
     return "iteration" if method == "em" else "step"
 
 
+def scalars(summary) -> dict[str, float]:
+    """A fit summary's numbers as the run's metrics: every field but ``method`` and
+    ``run_id``, those set."""
+    return {k: float(v) for k, v in asdict(summary).items()
+            if k not in ("method", "run_id") and v is not None}
+
+
 def _tracked(run_id: str | None, what: str = "MLflow run") -> str:
     return f"; {what} {run_id}" if run_id else ""
 
@@ -51,9 +58,7 @@ class MixtureSummary:
             n_rejected=int(result.n_rejected) if hasattr(result, "n_rejected") else None)
 
     def metrics(self) -> dict[str, float]:
-        out = {k: float(v) for k, v in asdict(self).items()
-               if k not in ("method", "run_id") and v is not None}
-        return out
+        return scalars(self)
 
     @property
     def objective(self) -> float:
@@ -83,7 +88,7 @@ class MeanShiftSummary:
     run_id: str | None = None
 
     def metrics(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items() if k != "run_id"}
+        return scalars(self)
 
     @property
     def objective(self) -> float:
@@ -166,8 +171,7 @@ class VariationalSummary:
     run_id: str | None = None
 
     def metrics(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items()
-                if k not in ("method", "run_id") and v is not None}
+        return scalars(self)
 
     @property
     def objective(self) -> float:

@@ -11,7 +11,7 @@ as a bar plot and the plug-in mixture as the run's parameters and model.
 import numpy as np
 
 import mogjax as mg
-from experiments import model
+from experiments import common, configs, model
 from experiments.interrupt import interruptible
 from experiments.summary import VariationalSummary
 from experiments.timing import per_iteration, timed
@@ -39,14 +39,12 @@ def fit(cfg, x) -> tuple:
 
 
 def _fit(cfg, x):
-    alg, stop, m = cfg.algorithm, cfg.stop, cfg.model
+    alg, stop = cfg.algorithm, cfg.stop
     kwargs = dict(
-        weight_prior=str(getattr(alg.weight_prior, "value", alg.weight_prior)),
-        weight_concentration_prior=alg.weight_concentration_prior,
-        covariance_type=str(getattr(m.covariance_type, "value", m.covariance_type)),
-        init=m.init, max_iter=stop.max_iter, tol=stop.tol * x.shape[0], patience=stop.patience,
-        reg_covar=m.reg_covar, n_init=m.n_init, seed=cfg.seed)
-    return timed(lambda: mg.fit_variational(x, m.k, **kwargs))
+        common.model_kwargs(cfg), weight_prior=configs.plain(alg.weight_prior),
+        weight_concentration_prior=alg.weight_concentration_prior, max_iter=stop.max_iter,
+        tol=stop.tol * x.shape[0], patience=stop.patience, n_init=cfg.model.n_init)
+    return timed(lambda: mg.fit_variational(x, cfg.model.k, **kwargs))
 
 
 def log_fit(run, cfg, result, x, summary: VariationalSummary, columns, data_name: str) -> None:
@@ -65,7 +63,7 @@ def log_fit(run, cfg, result, x, summary: VariationalSummary, columns, data_name
         return
     from mogjax.plotting import plot_clusters, plot_curves, plot_weights
 
-    prior = str(getattr(cfg.algorithm.weight_prior, "value", cfg.algorithm.weight_prior))
+    prior = configs.plain(cfg.algorithm.weight_prior)
     what = f"variational ({prior}) on {data_name}, k <= {cfg.model.k}"
     run.log_figure(plot_curves(
         {"variational": np.asarray(result.curve) / x.shape[0]}, units={"variational": "iteration"},
