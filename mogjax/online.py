@@ -40,6 +40,7 @@ from mogjax.chunks import (
 from mogjax.estep import data_center
 from mogjax.init import INIT_SAMPLE, initialize_compiled
 from mogjax.mixture import MixtureParams, is_finite, mean_log_likelihood
+from mogjax.results import FAILURE_ADVICE, DegenerateCovarianceError, finite_params
 from mogjax.suffstats import SufficientStats, m_step
 
 
@@ -185,7 +186,9 @@ def fit_online_em(
       ``OnlineResult``.
 
     Raises:
-      ValueError, TypeError: bad arguments, or a bad chunk (named) met in the stream.
+      ValueError, TypeError: bad arguments, or a bad chunk (named) met in the stream;
+        ``DegenerateCovarianceError`` (its ``result`` finite) when the parameters
+        are not finite at the end (a degenerate start that no step repaired).
 
     Examples:
       >>> import numpy as np
@@ -232,7 +235,12 @@ def fit_online_em(
                              block_size=block_size, weighted=weighted)
     batches = rebatch(itertools.chain(head, chunks), batch_size)
     center = data_center(first, first_w)
-    return _run(params, center, batches, batch_size, step, rate, evaluate, weighted)
+    result = _run(params, center, batches, batch_size, step, rate, evaluate, weighted)
+    if not bool(is_finite(result.params)):  # a degenerate start no step could repair
+        extra = ", or use float64 (jax_enable_x64)" if dtype == np.float32 else ""
+        raise DegenerateCovarianceError(FAILURE_ADVICE.format(extra=extra),
+                                        result._replace(params=finite_params(result.params)))
+    return result
 
 
 class _Rate(NamedTuple):

@@ -56,6 +56,11 @@ class FitResult(NamedTuple):
       converged: whether the stopping rule was met before ``max_iter``.
       degenerate: whether a step produced a non-finite covariance and was undone
         (the fit stopped at the last finite parameters).
+      n_esteps: E-step evaluations the loop made (each one pass over the data giving
+        the likelihood and the statistics): the start's, every iteration's, and for
+        accelerated EM (``mogjax.accelerated``) stabilising steps, rejected proposals
+        and line searches too. Plain EM: ``n_iter + 1``, plus one when a failed step
+        stopped it (``degenerate``). ``-1``: not counted (chunked EM).
     """
 
     params: MixtureParams
@@ -63,6 +68,7 @@ class FitResult(NamedTuple):
     n_iter: Array
     converged: Array
     degenerate: Array | bool = False
+    n_esteps: Array | int = -1
 
     @property
     def final_log_likelihood(self) -> Array:
@@ -115,10 +121,13 @@ def finite_params(params: MixtureParams) -> MixtureParams:
 
 def raise_if_degenerate(result, dtype) -> None:
     """Raise ``DegenerateCovarianceError`` (scikit-learn's advice) if ``result`` is;
-    its ``result`` has finite parameters (``finite_params``)."""
-    if bool(result.degenerate):
+    its ``result`` has finite parameters (``finite_params``) when it holds a
+    ``params`` field. A result of another kind (``VariationalResult`` keeps a
+    posterior) is passed as given: its fit makes it finite first."""
+    if bool(np.any(result.degenerate)):
         extra = ", or use float64 (jax_enable_x64)" if np.dtype(dtype) == np.float32 else ""
-        result = result._replace(params=finite_params(result.params))
+        if "params" in getattr(result, "_fields", ()):
+            result = result._replace(params=finite_params(result.params))
         raise DegenerateCovarianceError(FAILURE_ADVICE.format(extra=extra), result)
 
 

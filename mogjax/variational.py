@@ -44,6 +44,7 @@ from mogjax.results import (
     all_finite,
     best_of,
     count_small_gains,
+    finite_params,
     raise_if_degenerate,
     start_counter,
 )
@@ -144,6 +145,25 @@ def _run(post0, curve0, e_step_fn, prior, tol, reg_covar, patience, previous, ma
     s = jax.lax.while_loop(cond, body, start)
     degenerate = s.degenerate | ~all_finite(post0)
     return s.post, s.curve, s.step, s.converged, degenerate
+
+
+def finite_posterior(post: VariationalPosterior) -> VariationalPosterior:
+    """``post`` with every component whose precision factor is not finite given a
+    unit covariance (``covariances`` and ``prec_chol`` alike, as
+    ``mogjax.results.finite_params``), non-finite means 0 and non-finite counts 1
+    (degrees of freedom ``d``): what a ``DegenerateCovarianceError`` carries."""
+    fixed = finite_params(post.mixture)
+    chol = post.prec_chol
+    axes = (-2, -1) if post.covariance_type in ("full", "tied") else (
+        (-1,) if chol.ndim == 2 else ())
+    ok = jnp.all(jnp.isfinite(chol), axis=axes, keepdims=True) if axes else jnp.isfinite(chol)
+    cov = jnp.where(ok & jnp.isfinite(post.covariances), post.covariances, fixed.prec_chol)
+    fill = lambda a, v: jnp.where(jnp.isfinite(a), a, jnp.asarray(v, a.dtype))
+    return post.replace(
+        weight_concentration=jax.tree.map(lambda a: fill(a, 1.0), post.weight_concentration),
+        mean_precision=fill(post.mean_precision, 1.0), means=fixed.means,
+        degrees_of_freedom=fill(post.degrees_of_freedom, float(post.n_features)),
+        covariances=cov, prec_chol=jnp.where(ok, chol, fixed.prec_chol))
 
 
 def _neg_entropy(resp: Array) -> Array:
@@ -301,5 +321,6 @@ def fit_variational(
         jnp.int32(patience), dt(previous), k=k, covariance_type=covariance_type,
         weight_prior=weight_prior, init=init, max_iter=max_iter, block_size=block_size,
     )
-    raise_if_degenerate(best, x.dtype)
+    if bool(best.degenerate):
+        raise_if_degenerate(best._replace(posterior=finite_posterior(best.posterior)), x.dtype)
     return best
