@@ -14,6 +14,7 @@ and ``resp^T @ features`` (the moments EM's M-step needs). Memory is
 sharded, online) and gradient ascent (whose gradient is these statistics) use it.
 """
 
+import jax
 import jax.numpy as jnp
 
 from mogjax import _blocks
@@ -51,7 +52,11 @@ def block_statistics(features, theta, offset, log_const, weight=None):
     """
     maha = jnp.maximum(features @ theta + offset, 0.0)
     log_prob = log_const - 0.5 * maha
-    top = jnp.max(log_prob, axis=1, keepdims=True)
+    # The row maximum only keeps exp() in range: its derivative cancels, and
+    # differentiating max itself divides by the count of entries equal to it,
+    # which is 0 (NaN) when XLA recomputes log_prob with other rounding (seen at
+    # --xla_backend_optimization_level=0). jax.nn.logsumexp stops it the same way.
+    top = jax.lax.stop_gradient(jnp.max(log_prob, axis=1, keepdims=True))
     dens = jnp.exp(log_prob - top)
     norm = jnp.sum(dens, axis=1, keepdims=True)
     resp = dens / norm
