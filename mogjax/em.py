@@ -33,6 +33,7 @@ from mogjax.results import (  # noqa: F401  (FAILURE_ADVICE: re-exported for cal
     FAILURE_ADVICE, DegenerateCovarianceError, FitResult, StopCounter, best_of,
     count_small_gains, raise_if_degenerate, start_counter,
 )
+from mogjax.accelerated import fit_accelerated, resolve
 from mogjax.chunked import fit_em_chunked
 from mogjax.chunks import is_chunked
 from mogjax.estep import (  # noqa: F401  (the E-step's names, re-exported)
@@ -121,7 +122,8 @@ def em_loop(e_step_fn, params, tol, reg_covar, max_iter, equal_weights: bool,
                     jnp.bool_(False), jnp.bool_(False))
     s = jax.lax.while_loop(cond, body, start)
     degenerate = s.degenerate | ~jnp.isfinite(curve[0])
-    return FitResult(s.params, s.curve, s.step, s.converged, degenerate)
+    n_esteps = 1 + s.step + s.degenerate.astype(s.step.dtype)  # a failed step's E-step too
+    return FitResult(s.params, s.curve, s.step, s.converged, degenerate, n_esteps)
 
 
 def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verbose=0,
@@ -229,6 +231,7 @@ def fit_em(
     previous_log_likelihood: float | None = None,
     sample_weight: ArrayLike | None = None,
     missing: str = "error",
+    acceleration=None,
 ) -> FitResult:
     r"""Fit a Gaussian mixture by EM; the whole loop is one compiled program.
 
@@ -292,10 +295,17 @@ def fit_em(
         statistics, so this is exact EM on the observed data (``mogjax.missing``;
         every covariance type; in-memory data). The initialisation sees each missing
         entry at its column's mean. Without NaN the fit is the complete-data fit.
+      acceleration: ``None`` (plain EM), or accelerated EM over the same E-step and
+        M-step from the same start: ``"squarem"``, ``"daarem"``, ``"overrelaxed"``,
+        ``"ecg"`` or a settings object (``mogjax.accelerated``). ``max_iter``,
+        ``tol`` and ``patience`` then count the method's iterations, ``params`` are
+        the best point visited and ``n_esteps`` counts every E-step. In-memory,
+        complete data only; restarts run one after the other.
 
     Returns:
       ``FitResult`` with ``params``, ``curve`` (``max_iter + 1`` entries, NaN
-      after ``n_iter``), ``n_iter``, ``converged`` and ``degenerate``.
+      after ``n_iter``), ``n_iter``, ``converged``, ``degenerate`` and
+      ``n_esteps`` (E-steps made: ``n_iter + 1`` for plain EM).
 
     Raises:
       ValueError: bad input, named; ``DegenerateCovarianceError`` (a
@@ -311,6 +321,11 @@ def fit_em(
       >>> bool(np.all(np.diff(res.curve[: int(res.n_iter) + 1]) >= -1e-6))
       True
     """
+    method = None if acceleration is None else resolve(acceleration)
+    if method is not None and (chunk_size is not None or is_chunked(x) or missing != "error"):
+        raise ValueError(f"acceleration={acceleration!r} needs complete in-memory data: "
+                         "not chunked data (chunk_size, a memmap, a path, a list or a "
+                         "callable) nor missing='marginalize'; use acceleration=None")
     if chunk_size is not None or is_chunked(x):
         if missing != "error":
             raise ValueError(f"missing={missing!r} needs in-memory data: chunked EM "
@@ -341,7 +356,9 @@ def fit_em(
     static = dict(k=k, covariance_type=covariance_type, init=init,
                   capacity=curve_capacity(max_iter), equal_weights=bool(equal_weights),
                   block_size=block_size, verbose=v.check_int(verbose, "verbose", 0))
-    if gaps is None:
+    if method is not None:
+        best = fit_accelerated(x, *traced, method=method, **static)
+    elif gaps is None:
         best, _ = fit_em_compiled(x, *traced, **static)
     else:
         best = _fit_missing_compiled(gaps, *traced, **static)
