@@ -7,9 +7,14 @@ mogjax and mlflow installed can use it, without this repository::
     model.predict(df)                                # one row per row of df
     model.predict(df, params={"output": "label"})    # the label column only
 
-``df`` holds the feature columns by name (the signature's inputs, all ``double``;
-Old Faithful's are ``eruption duration (min)`` and ``waiting time (min)``; other
-columns are ignored). ``predict`` returns a DataFrame:
+``df`` holds the feature columns by name (the signature's inputs, all ``double``):
+the names of the data the model was fitted on (a file's header, ``data.column_names``,
+Old Faithful's ``eruption duration (min)`` and ``waiting time (min)``; ``x1, x2, ...``
+for generated data), in the units of that data; other columns are ignored. A model
+fitted with ``data.standardize=true`` carries the scaler (the training data's mean
+and standard deviation per column, ``scaler_mean``/``scaler_scale`` in its files) and
+applies it inside ``predict``: it takes raw data, as the training file was.
+``predict`` returns a DataFrame:
 
 - a mixture (EM or gradient ascent): ``label`` (``mogjax.predict``, the component of
   largest responsibility), ``proba_0 .. proba_{k-1}`` (``mogjax.responsibilities``)
@@ -26,7 +31,9 @@ row and value: the model server answers it with HTTP 400, not 500.
 What is logged (``log_model``): MLflow's "models from code": MLflow keeps a copy of
 this file with the model and executes it to load the model (``set_model`` at the
 end), so nothing is pickled; the parameters are ``fitted.npz`` (loads with
-``allow_pickle=False``) and a readable ``fitted.json``. The signature names the
+``allow_pickle=False``) and a readable ``fitted.json``, which also records the
+training data (``training``: name, hash, rows, weights column), as does the
+``MLmodel`` file's ``metadata``. The signature names the
 feature columns and the ``output`` parameter; an input example (the first rows of the
 data); pip requirements pinned to what predicting needs: mogjax, jax, jaxlib, optax,
 numpy, pandas, mlflow (no test, cluster or experiment packages). This file may
@@ -81,6 +88,10 @@ class Fitted:
       params: the ``MixtureParams`` (a mixture), else None.
       centers: the modes, (m, d), largest cluster first (mean shift), else None.
       bandwidth: mean shift's Gaussian sigma, else None.
+      scaler: ``(mean, scale)``, each (d,) float64: the model standardises its input
+        ``(x - mean) / scale`` before anything else (``data.standardize``), else None.
+      training: what the model was fitted on (``name``, ``hash``, ``rows``,
+        ``weights_column``...), a JSON-able dict, else None.
     """
 
     kind: str
@@ -88,6 +99,8 @@ class Fitted:
     params: mg.MixtureParams | None = None
     centers: np.ndarray | None = None
     bandwidth: float | None = None
+    scaler: tuple[np.ndarray, np.ndarray] | None = None
+    training: dict | None = None
 
     @property
     def dtype(self) -> np.dtype:
@@ -101,13 +114,26 @@ class Fitted:
         return ["label", *(f"proba_{j}" for j in range(k)), "log_density"]
 
 
-def mixture(params: mg.MixtureParams, columns) -> Fitted:
-    return Fitted("mixture", tuple(columns), params=params)
+def _scaler(scaler, d: int):
+    if scaler is None:
+        return None
+    mean, scale = (np.asarray(a, np.float64).reshape(-1) for a in scaler)
+    if mean.shape != (d,) or scale.shape != (d,) or not np.all(scale > 0):
+        raise ValueError(f"a scaler needs a mean and a positive scale per column ({d}), got "
+                         f"{mean.shape} and {scale.shape}")
+    return mean, scale
 
 
-def modes(centers, columns, bandwidth: float) -> Fitted:
-    return Fitted("meanshift", tuple(columns), centers=np.asarray(centers),
-                  bandwidth=float(bandwidth))
+def mixture(params: mg.MixtureParams, columns, scaler=None, training=None) -> Fitted:
+    d = int(np.shape(params.means)[-1])
+    return Fitted("mixture", tuple(columns), params=params, scaler=_scaler(scaler, d),
+                  training=training)
+
+
+def modes(centers, columns, bandwidth: float, scaler=None, training=None) -> Fitted:
+    centers = np.asarray(centers)
+    return Fitted("meanshift", tuple(columns), centers=centers, bandwidth=float(bandwidth),
+                  scaler=_scaler(scaler, centers.shape[-1]), training=training)
 
 
 # ---------------------------------------------------------------- prediction
@@ -144,6 +170,9 @@ def features(fitted: Fitted, frame) -> np.ndarray:
             column = numbers
         out[:, j] = column.to_numpy(dtype=np.float64, na_value=np.nan)
     _check_values(fitted, out)
+    if fitted.scaler is not None:  # in float64, as the training data were (NaN stays NaN)
+        mean, scale = fitted.scaler
+        out = (out - mean) / scale
     return out
 
 
@@ -208,7 +237,7 @@ def write_fitted(fitted: Fitted, folder: Path) -> tuple[Path, Path]:
     """``fitted.npz`` (arrays) and ``fitted.json`` (what they are, readable) in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     info = {"kind": fitted.kind, "columns": list(fitted.columns), "dtype": str(fitted.dtype),
-            "mogjax_version": mg.__version__}
+            "mogjax_version": mg.__version__, "training": fitted.training}
     if fitted.kind == "mixture":
         p = fitted.params
         arrays = {"log_weights": np.asarray(p.log_weights), "means": np.asarray(p.means),
@@ -219,6 +248,10 @@ def write_fitted(fitted: Fitted, folder: Path) -> tuple[Path, Path]:
     else:
         arrays = {"centers": np.asarray(fitted.centers)}
         info.update(bandwidth=fitted.bandwidth, centers=arrays["centers"].tolist())
+    if fitted.scaler is not None:
+        arrays.update(scaler_mean=fitted.scaler[0], scaler_scale=fitted.scaler[1])
+        info["scaler"] = {"mean": fitted.scaler[0].tolist(), "scale": fitted.scaler[1].tolist(),
+                          "applied": "x -> (x - mean) / scale, inside predict"}
     np.savez(folder / ARRAYS, **arrays)
     (folder / DESCRIPTION).write_text(json.dumps(info, indent=2))
     return folder / ARRAYS, folder / DESCRIPTION
@@ -227,11 +260,14 @@ def write_fitted(fitted: Fitted, folder: Path) -> tuple[Path, Path]:
 def read_fitted(arrays: Path, description: Path) -> Fitted:
     info = json.loads(Path(description).read_text())
     with np.load(arrays, allow_pickle=False) as data:
+        scaler = ((data["scaler_mean"], data["scaler_scale"]) if "scaler_mean" in data.files
+                  else None)
+        training = info.get("training")
         if info["kind"] == "meanshift":
-            return modes(data["centers"], info["columns"], info["bandwidth"])
+            return modes(data["centers"], info["columns"], info["bandwidth"], scaler, training)
         params = mg.MixtureParams(data["log_weights"], data["means"], data["prec_chol"],
                                   info["covariance_type"])
-    return mixture(params, info["columns"])
+    return mixture(params, info["columns"], scaler, training)
 
 
 # ------------------------------------------------------------------ logging
@@ -245,6 +281,13 @@ def signature(fitted: Fitted) -> ModelSignature:
     return ModelSignature(inputs=Schema([ColSpec("double", c) for c in fitted.columns]),
                           outputs=Schema(outputs),
                           params=ParamSchema([ParamSpec("output", "string", "all")]))
+
+
+def model_metadata(fitted: Fitted) -> dict:
+    """The ``MLmodel`` file's ``metadata``: the training data and whether the model
+    standardises its input (``model.metadata.metadata`` of a loaded model)."""
+    return {"training_data": fitted.training or {}, "columns": list(fitted.columns),
+            "standardizes_input": fitted.scaler is not None}
 
 
 def requirements() -> list[str]:
@@ -275,15 +318,17 @@ def save_model(path, mlflow_model=None, *, fitted: Fitted, example,
     the three programs: about 1.7 s per process) is left out (``validate_serving_input``
     is ignored): tests/test_model.py serves the example instead.
     """
-    frame = pd.DataFrame(np.asarray(example[:EXAMPLE_ROWS], dtype=np.float64),
-                         columns=list(fitted.columns))
+    rows = np.asarray(example[:EXAMPLE_ROWS], dtype=np.float64)
+    if fitted.scaler is not None:  # ``example`` is the data fitted (standardised): raw rows
+        rows = rows * fitted.scaler[1] + fitted.scaler[0]
+    frame = pd.DataFrame(rows, columns=list(fitted.columns))
     with tempfile.TemporaryDirectory() as tmp, quiet("mlflow.pyfunc"):
         arrays, description = write_fitted(fitted, Path(tmp))
         mlflow.pyfunc.save_model(
             path, mlflow_model=mlflow_model, python_model=os.path.abspath(__file__),
             artifacts={"arrays": str(arrays), "description": str(description)},
             signature=signature(fitted), input_example=frame,
-            pip_requirements=requirements())
+            pip_requirements=requirements(), metadata=model_metadata(fitted))
 
 
 def log_model(fitted: Fitted, example: np.ndarray, run_id: str):
@@ -331,7 +376,9 @@ def load_estimator(model_uri: str):
     """A fitted ``mogjax.GaussianMixture`` (a mixture model) or ``mogjax.MeanShift``
     (mean shift) from a logged model: ``predict``, ``predict_proba``, ``score_samples``
     ... as after ``fit``, in the precision of the stored parameters; its
-    ``feature_names_in_`` are the model's columns."""
+    ``feature_names_in_`` are the model's columns. A model that standardises its
+    input gives a scikit-learn ``Pipeline`` of the fitted ``StandardScaler`` and the
+    estimator, so it too takes raw data."""
     fitted = load_fitted(model_uri)
     dtype = str(fitted.dtype)
     names = np.asarray(fitted.columns, dtype=object)
@@ -350,7 +397,18 @@ def load_estimator(model_uri: str):
         est.precisions_ = np.asarray(p.precisions)
     est.n_features_in_ = len(names)
     est.feature_names_in_ = names
-    return est
+    if fitted.scaler is None:
+        return est
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler()
+    scaler.mean_, scaler.scale_ = fitted.scaler
+    scaler.var_ = scaler.scale_**2
+    scaler.n_features_in_, scaler.feature_names_in_ = len(names), names
+    scaler.n_samples_seen_ = int((fitted.training or {}).get("rows", 0))
+    del est.feature_names_in_  # the scaler's output is an array: the names are the scaler's
+    return Pipeline([("standardize", scaler), ("model", est)])
 
 
 # Models from code: MLflow executes a copy of this file (under another module name)

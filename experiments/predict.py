@@ -6,9 +6,15 @@
 ``model`` is any MLflow model URI of a fit run's model (``experiments.model``): a
 registered version (``models:/<name>@champion``, ``models:/<name>/3``), a run's
 (``runs:/<run id>/model``) or a folder. ``data`` is a ``.csv`` or ``.npy`` file (read
-without pickle, as ``data=file``) or a shipped data set (``faithful``, ``iris``). A
-CSV's header, if any, must name the model's columns (any order); without one the
-columns are taken in the model's order. ``output=label`` keeps only the labels.
+without pickle, as ``data=file``; empty, ``nan`` or ``NA`` cells are missing entries,
+which a mixture marginalises) or a shipped data set (``faithful``, ``iris``). A CSV's
+header, if any, must name the model's columns (any order; other columns, such as a
+weights column, are left out); without one the columns are taken in the model's
+order, after dropping the weights column the model was fitted with
+(``data.weights_column``) when the file has one more column. The data are raw: a
+model fitted with ``data.standardize=true`` standardises them itself, so ``predict.py``
+on the training file gives the training labels. ``output=label`` keeps only the
+labels.
 
 The run (experiment ``tracking.experiment_name``, default ``mogjax-predictions``)
 logs ``predictions.json``, an MLflow table (``MlflowClient().load_table``) of the data's
@@ -24,6 +30,7 @@ from pathlib import Path
 
 import hydra
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -40,22 +47,31 @@ SHIPPED = {"faithful": mg.load_old_faithful, "iris": lambda: mg.load_iris()[0]}
 TABLE = "predictions.json"
 
 
-def csv_header(path: Path) -> list[str] | None:
-    """The column names of a CSV's header line (None without one)."""
-    with open(path) as f:
+def csv_header(path, forced: bool = False) -> tuple[str, ...] | None:
+    """The names in a CSV's first row (after blank and ``#`` lines) when it is a header
+    (no cell parses as a number, as ``mogjax.datasets.load_file`` decides; ``forced``:
+    whatever it holds), else None. Surrounding quotes are dropped."""
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
-            if line.strip() and not line.startswith("#"):
-                cells = [c.strip() for c in line.strip().split(",")]
-                try:
-                    [float(c) for c in cells]
-                except ValueError:
-                    return cells
-                return None
+            if line.strip() and not line.lstrip().startswith("#"):
+                cells = tuple(c.strip().strip('"').strip("'").strip()
+                              for c in line.strip().split(","))
+                numbers = 0
+                for c in cells:
+                    try:
+                        float(c)
+                        numbers += 1
+                    except ValueError:
+                        pass
+                return cells if forced or numbers == 0 else None
     return None
 
 
-def load_data(data: str, columns: list[str]) -> pd.DataFrame:
-    """``data`` as a DataFrame with the model's ``columns``."""
+def load_data(data: str, columns: list[str], weights_column: int | None = None
+              ) -> pd.DataFrame:
+    """``data`` as a DataFrame with the model's ``columns``; ``weights_column``: the
+    column the training file's weights were in (dropped from a header-less file that
+    has one column more than the model takes)."""
     if data in SHIPPED:
         x = SHIPPED[data]()
         if x.shape[1] != len(columns):
@@ -63,15 +79,22 @@ def load_data(data: str, columns: list[str]) -> pd.DataFrame:
                              f"{len(columns)}: {columns}")
         return pd.DataFrame(x, columns=columns)
     path = Path(data)
-    x = mg.datasets.load_file(path, n_features=len(columns))
-    header = csv_header(path) if path.suffix.lower() == ".csv" else None
-    if header is None:
-        return pd.DataFrame(x, columns=columns)
-    if sorted(header) != sorted(columns):
-        raise ValueError(f"data file {data!r} has the columns {header}; the model takes "
-                         f"{columns} (rename the header, or drop it to take the columns "
-                         "in the model's order)")
-    return pd.DataFrame(x, columns=header)[columns]
+    x = mg.datasets.load_file(path, missing=True)
+    header = csv_header(path) if path.suffix.lower() in (".csv", ".txt") else None
+    if header is not None and len(header) == x.shape[1]:
+        absent = [c for c in columns if c not in header]
+        if absent:
+            raise ValueError(f"data file {data!r} has the columns {list(header)}; the model "
+                             f"takes {columns}, and {absent} are not among them (rename the "
+                             "header, or drop it to take the columns in the model's order)")
+        return pd.DataFrame(x, columns=list(header))[columns]
+    d = len(columns)
+    if x.shape[1] == d + 1 and weights_column is not None:  # 1 = the first, -1 = the last
+        x = np.delete(x, weights_column - 1 if weights_column > 0 else weights_column, axis=1)
+    if x.shape[1] != d:
+        raise ValueError(f"data file {data!r} has {x.shape[1]} columns; the model takes {d}: "
+                         f"{columns}")
+    return pd.DataFrame(x, columns=columns)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -80,7 +103,8 @@ def run(cfg: DictConfig) -> dict:
     exp_id = store.prepare(store.tracking_uri(cfg), cfg.tracking.experiment_name)
     model = mlflow.pyfunc.load_model(cfg.model)
     columns = model.metadata.get_input_schema().input_names()
-    frame = load_data(str(cfg.data), columns)
+    training = (model.metadata.metadata or {}).get("training_data") or {}
+    frame = load_data(str(cfg.data), columns, training.get("weights_column"))
     labels = model.predict(frame, params={"output": cfg.output})
     table = pd.concat([frame.reset_index(drop=True), labels.reset_index(drop=True)], axis=1)
     client = MlflowClient()

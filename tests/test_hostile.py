@@ -591,3 +591,124 @@ def test_rerun_names_package_versions():
               "environment": {**environment(), "packages": {"jax": "0.0.1"}}}
     assert rerun.causes(logged) == [
         f"the environment differs: jax: 0.0.1 then, {environment()['packages']['jax']} now"]
+
+
+# --- every logged setting is a used setting ---------------------------------------------
+
+
+class _Reached(Exception):
+    """Raised by a stand-in for a library fit: the config has been read by then."""
+
+
+def recorded_reads(mp, seen: set) -> None:
+    """Inside ``mp`` (a ``MonkeyPatch`` context): every full key read from a config by
+    attribute or item access goes in ``seen`` (``validate`` reads through
+    ``OmegaConf.select``, which is not counted), and the library's fits are stand-ins
+    that stop the run once called (no compile)."""
+    from omegaconf import DictConfig
+
+    from experiments import common
+
+    def recording(original):
+        def read(self, key):
+            value = original(self, key)
+            try:
+                seen.add(self._get_full_key(key))
+            except Exception:  # noqa: BLE001 - a key outside the tree: not a setting
+                pass
+            return value
+        return read
+
+    mp.setattr(DictConfig, "__getattr__", recording(DictConfig.__getattr__))
+    mp.setattr(DictConfig, "__getitem__", recording(DictConfig.__getitem__))
+
+    def reached(*args, **kwargs):
+        raise _Reached
+
+    for name in ("fit_em", "fit_gradient", "fit_variational", "mean_shift", "fit_em_seeds"):
+        mp.setattr(mg, name, reached)
+    mp.setattr(mg, "estimate_bandwidth", lambda *a, **k: 1.0)
+    mp.setattr(common, "time_start", lambda *a, **k: 0.0)
+
+
+# Logged, and read outside load_data and the fit: by design.
+READ_ELSEWHERE = {
+    "method", "stop_rule",  # what the run is, in words: written by run_params itself
+    "precision",  # the precision context around the whole run (common.precision)
+    "tags",  # the run's tags
+    "data.name",  # the run's data label (configs.data_label)
+    "algorithm.threshold",  # variational: counts the effective components after the fit
+    "n_seeds",  # fit.run: one fit, or every seed in one program (fit_em_seeds)
+}
+
+
+def group_options() -> list[tuple[str, ...]]:
+    """Compositions that together choose every option of every config group at least
+    once (composing costs a quarter of a second: options of different groups share
+    one): each optimizer with algorithm=gradient, each other algorithm, each
+    experiment, the data, model and tracking options spread over them."""
+    from tests.mlflow_helpers import CONF
+
+    def options(group):
+        return [f"{group}={n.removesuffix('.yaml')}"
+                for n in sorted(os.listdir(os.path.join(CONF, group))) if n.endswith(".yaml")]
+
+    groups = sorted(g for g in os.listdir(CONF) if os.path.isdir(os.path.join(CONF, g))
+                    and g not in ("hydra", "predict"))
+    known = {"optimizer", "algorithm", "experiment", "data", "model", "tracking"}
+    assert set(groups) == known, f"a new config group: add it here {set(groups) - known}"
+    runs = [("algorithm=gradient", o) for o in options("optimizer")]
+    runs += [(o,) for o in options("algorithm") if o != "algorithm=gradient"]
+    spread = [o for g in ("data", "model", "tracking") for o in options(g)]
+    runs = [(*r, spread[i % len(spread)]) for i, r in enumerate(runs)]
+    assert len(runs) >= len(spread)
+    return runs + [(o,) for o in options("experiment")]
+
+
+def _fake_data(seed, n, k, d, **kwargs):
+    """Generated data without compiling the generator (the test reads settings)."""
+    from types import SimpleNamespace
+
+    x = np.random.default_rng(seed).normal(size=(n, d))
+    return x, np.zeros(n, int), SimpleNamespace(means=x[:k])
+
+
+def test_every_logged_setting_reaches_the_code_or_is_rejected(cfg_factory, tmp_path, capsys):
+    """``+optimizer.bogus=1`` and ``+optimizer.b1=2.0`` used to run, be logged as params
+    and change nothing. Every option of every group is composed; each setting a run
+    logs is read by loading the data or fitting (or is listed in READ_ELSEWHERE), and
+    a key no schema declares is one error line naming the nearest valid key."""
+    from experiments import common, configs, fit
+    from experiments.tracking import flatten
+
+    path = tmp_path / "x.csv"
+    np.savetxt(path, FAITHFUL32[:40].astype(np.float64), delimiter=",", header="a,b",
+               comments="")
+    unread = {}
+    for options in group_options():
+        cfg = cfg_factory(*options, f"data.path={path}", "tracking.enabled=false",
+                          "data.n_samples=40")
+        configs.validate(cfg)
+        method = fit.method_of(cfg)
+        reads = set()
+        with pytest.MonkeyPatch.context() as mp, pytest.raises(_Reached):
+            recorded_reads(mp, reads)
+            for name in ("make_mixture", "make_separated_mixture"):
+                mp.setattr(mg, name, _fake_data)
+            mp.setattr(mg, "bayes_error", lambda params: 0.0)
+            fit.compute(cfg, common.load_data(cfg))
+        logged = set(flatten(configs.run_params(cfg, method)))
+        missed = sorted(k for k in logged - reads - READ_ELSEWHERE
+                        if not k.startswith("tracking."))
+        if missed:
+            unread[options] = missed
+    assert not unread, unread
+    for override, words in [
+        ("+optimizer.bogus=1", "optimizer.bogus is not a setting"),
+        ("+optimizer.b1=2.0", "goes in optimizer.options (+optimizer.options.b1=...)"),
+        ("+model.kk=3", "the nearest valid one is model.k"),
+        ("model.n_init=3", "model.n_init=3 does nothing with algorithm=gradient"),
+    ]:
+        line = one_line_error(fit.run, cfg_factory("algorithm=gradient", override,
+                                                   "tracking.enabled=false"), capsys)
+        assert words in line, line

@@ -390,3 +390,58 @@ def test_predict_labels_new_data_into_one_table(runs, store, tmp_path):
     with pytest.raises(ValueError, match="has the columns"):
         predict.run(predict_config(f"model={uri}", f"data={bad}",
                                    f"tracking.uri={store['uri']}"))
+
+
+# ------------------------------------------- the model carries its data (issue 26)
+
+
+def test_the_model_carries_its_columns_scaler_and_data(store, tmp_path):
+    """``fit.py data=file`` on a CSV with a header logged a model of columns ``x1,x2``,
+    and with ``data.standardize=true`` a model without its scaler, so ``predict.py``
+    refused the training file or labelled it all 0. Now the signature names the
+    header's columns, the model standardises raw input itself, records the training
+    data's hash and rows, and ``predict.py`` on the training file (with or without its
+    header; the weights column left out) gives the training labels."""
+    from experiments import common, fit, predict
+    from experiments.model import ARRAYS, DESCRIPTION, load_estimator, load_params
+
+    x = mg.load_old_faithful()
+    w = np.where(np.arange(len(x)) % 3 == 0, 2.0, 1.0)
+    path = tmp_path / "geyser.csv"
+    np.savetxt(path, np.column_stack([x, w]), delimiter=",", header="eruptions,waiting,w",
+               comments="")
+    cfg = compose(ROOT / "conf", "data=file", f"data.path={path}", "data.weights_column=-1",
+                  "data.standardize=true", "model.k=3", "stop.max_iter=50",
+                  f"tracking.uri={store['uri']}", "tracking.log_plots=false")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(store["cwd"])
+        summary = fit.run(cfg)
+    data = common.load_data(cfg)
+    uri = f"runs:/{summary.run_id}/model"
+    folder = model_folder(summary.run_id, tmp_path / "model")
+    meta = mlflow.models.Model.load(folder)
+    assert meta.signature.inputs.input_names() == ["eruptions", "waiting"]
+    training = meta.metadata["training_data"]
+    assert training["hash"] == data.hash() and training["rows"] == len(x)
+    assert training["weights_column"] == -1 and meta.metadata["standardizes_input"]
+    run = MlflowClient(store["uri"]).get_run(summary.run_id)
+    assert run.data.metrics["data_rows"] == len(x)
+    with np.load(folder / "artifacts" / ARRAYS, allow_pickle=False) as arrays:
+        np.testing.assert_allclose(arrays["scaler_mean"], x.mean(axis=0))
+        np.testing.assert_allclose(arrays["scaler_scale"], x.std(axis=0))
+    assert "scaler" in json.loads((folder / "artifacts" / DESCRIPTION).read_text())
+    trained = library(load_params(uri), data.x)["label"]
+    assert len(set(trained.tolist())) == 3
+    bare = tmp_path / "bare.csv"  # the same rows without a header: the model's order
+    np.savetxt(bare, np.column_stack([x, w]), delimiter=",")
+    for file in (path, bare):
+        cfg = predict_config(f"model={uri}", f"data={file}", f"tracking.uri={store['uri']}",
+                             "output=label")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(store["cwd"])
+            out = predict.run(cfg)
+        np.testing.assert_array_equal(out["table"]["label"].to_numpy(), trained)
+    estimator = load_estimator(uri)  # a Pipeline: the scaler, then the mixture
+    np.testing.assert_array_equal(estimator.predict(pd.DataFrame(x, columns=["eruptions",
+                                                                             "waiting"])),
+                                  trained)
