@@ -1,7 +1,7 @@
 r"""EM's theory at a point: its rate, the information matrices, its preconditioner and
 standard errors, all computed by differentiating the library's own EM map and
-log-likelihood (``mogjax.em.em_step``, ``mogjax.mixture.log_likelihood``,
-``mogjax.estep``); nothing here re-implements the E-step or the M-step.
+log-likelihood (``mogjax.em.em_step`` and the E-step's statistics and
+log-likelihood, ``mogjax.estep``); nothing here re-implements the E-step or the M-step.
 
 Everything works on a flat parameter vector (``flatten_params``), in this order:
 
@@ -47,7 +47,7 @@ from mogjax import gaussian as gs
 from mogjax._typing import Array, ArrayLike
 from mogjax.em import em_step
 from mogjax.estep import data_center, density_terms, e_step, e_step_moments
-from mogjax.mixture import MixtureParams, log_likelihood, n_parameters, responsibilities
+from mogjax.mixture import MixtureParams, n_parameters, responsibilities
 
 # Elements held by the tangents of one batch of Jacobian or Hessian columns.
 _BATCH_ELEMENTS = 2**25
@@ -181,7 +181,7 @@ def em_map_jacobian(params: MixtureParams, x: ArrayLike) -> Array:
 @jax.jit
 def _hessian_loglik(params: MixtureParams, x: Array, weight) -> Array:
     vec = flatten_params(params)
-    f = lambda t: log_likelihood(unflatten_params(t, params), x, weight)
+    f = lambda t: e_step(unflatten_params(t, params), x, sample_weight=weight).log_likelihood
     column = lambda e: jax.jvp(jax.grad(f), (vec,), (e,))[1]
     h = _columns(column, vec.shape[0], _batch(vec.shape[0], x.shape[0], _width(params)),
                  vec.dtype)
@@ -192,9 +192,11 @@ def observed_information(params: MixtureParams, x: ArrayLike,
                          sample_weight: ArrayLike | None = None) -> Array:
     r"""Observed information :math:`I_o = -\nabla^2 \log L`, ``(p, p)``.
 
-    The Hessian (forward over reverse) of ``mogjax.log_likelihood``, the *total*
-    log-likelihood, in the flat parametrisation. ``sample_weight`` (n,) weighs the
-    rows as there (a row of weight ``c`` counts as ``c`` copies).
+    The Hessian (forward over reverse) of the *total* log-likelihood in the flat
+    parametrisation, as the E-step computes it (``mogjax.estep.e_step``; equal to
+    ``mogjax.log_likelihood``, whose branch for missing entries costs four times
+    the compile time). ``sample_weight`` (n,) weighs the rows as there (a row of
+    weight ``c`` counts as ``c`` copies).
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -210,19 +212,25 @@ def observed_information(params: MixtureParams, x: ArrayLike,
     return -_hessian_loglik(params, x, weight)
 
 
-@jax.jit
-def _complete(params: MixtureParams, x: Array) -> Array:
+def _q_function(params: MixtureParams, x: Array):
+    """``vector -> Q(unflatten(vector) | params)``, EM's expected complete-data
+    log-likelihood, read from the E-step's statistics at ``params``."""
     center = data_center(x)
     # The E-step's statistics at params: counts W_j and moments sum_i w_ij phi(x_i - c).
     _, counts, moments = e_step_moments(params, x, center, None, False)
     counts, moments = jax.lax.stop_gradient((counts, moments))
 
-    def q(vec):  # Q(theta | params) = sum_ij w_ij log pi_j f_j(x_i; theta)
+    def q(vec):  # sum_ij w_ij log pi_j f_j(x_i; theta) = sum_ij w_ij (log_const - maha / 2)
         theta, offset, log_const = density_terms(unflatten_params(vec, params), center,
                                                  x.dtype)
         return jnp.sum(counts * (log_const - 0.5 * offset)) - 0.5 * jnp.sum(moments * theta.T)
 
-    h = jax.hessian(q)(flatten_params(params))
+    return q
+
+
+@jax.jit
+def _complete(params: MixtureParams, x: Array) -> Array:
+    h = jax.hessian(_q_function(params, x))(flatten_params(params))
     return -0.5 * (h + h.T)
 
 
@@ -282,28 +290,34 @@ def _generalized_eigenvalues(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sort(np.linalg.eigvalsh(0.5 * (half + half.T)))[::-1]
 
 
-@functools.partial(jax.jit, static_argnames="dim")
-def _arnoldi(params: MixtureParams, x: Array, dim: int) -> Array:
+@functools.partial(jax.jit, static_argnames=("dim", "metric"))
+def _arnoldi(params: MixtureParams, x: Array, dim: int, metric: bool) -> Array:
     """The ``(dim + 1, dim)`` Hessenberg matrix of ``dim`` Arnoldi steps on the EM
-    map's Jacobian-vector product (``jax.linearize``), from a fixed random start, with
-    classical Gram-Schmidt applied twice (full reorthogonalisation)."""
+    map's Jacobian-vector product (``jax.linearize``), from a fixed random start,
+    Gram-Schmidt applied twice. With ``metric`` the basis is orthonormal in the inner
+    product of :math:`I_c` (a Hessian-vector product of ``Q``, no pass over the data)."""
     vec, f = flatten_params(params), _em_map(params, x)
     _, matvec = jax.linearize(f, vec)
+    if metric:
+        grad_q = jax.grad(_q_function(params, x))
+        weigh = lambda u: -jax.jvp(grad_q, (vec,), (u,))[1]
+    else:
+        weigh = lambda u: u
     p = vec.shape[0]
     start = jax.random.normal(jax.random.key(0), (p,), vec.dtype)
-    basis = jnp.zeros((dim + 1, p), vec.dtype).at[0].set(start / jnp.linalg.norm(start))
+    basis = jnp.zeros((dim + 1, p), vec.dtype).at[0].set(start / jnp.sqrt(start @ weigh(start)))
     hess = jnp.zeros((dim + 1, dim), vec.dtype)
-    tiny = jnp.finfo(vec.dtype).tiny ** 0.5
+    tiny = jnp.finfo(vec.dtype).eps
 
     def body(j, carry):
         basis, hess = carry
         w = matvec(basis[j])
         mask = (jnp.arange(dim + 1) <= j).astype(vec.dtype)
-        h = (basis @ w) * mask
+        h = (basis @ weigh(w)) * mask
         w = w - basis.T @ h
-        h2 = (basis @ w) * mask
+        h2 = (basis @ weigh(w)) * mask
         w, h = w - basis.T @ h2, h + h2
-        beta = jnp.linalg.norm(w)
+        beta = jnp.sqrt(jnp.maximum(w @ weigh(w), 0.0))
         ok = beta > tiny * jnp.linalg.norm(h)  # else the Krylov space is invariant
         hess = hess.at[:, j].set(h.at[j + 1].set(jnp.where(ok, beta, 0.0)))
         basis = basis.at[j + 1].set(jnp.where(ok, w / jnp.where(ok, beta, 1.0), 0.0))
@@ -316,28 +330,34 @@ def krylov_rate(params: MixtureParams, x: ArrayLike, *, dim: int = 30) -> tuple[
     r"""Matrix-free spectral radius of EM's Jacobian: ``(rate, residual)``.
 
     ``dim`` Arnoldi steps, each one Jacobian-vector product of the EM map (one
-    ``jax.linearize`` of ``em_step``; a product costs about two E-steps), from a fixed
-    random start. ``rate`` is the largest modulus of the Ritz values; ``residual``
-    is :math:`\|J v - \lambda v\|` for its unit Ritz vector :math:`v`
-    (:math:`|h_{m+1,m}\, y_m|`), computed exactly by the Arnoldi relation. At an
-    optimum :math:`J = I_c^{-1} I_m` is similar to a symmetric matrix, whose
-    eigenvalues lie within ``residual * cond`` of the Ritz value (Bauer-Fike), and
-    in practice within ``residual``; the rate is then a lower bound that converges
-    from below. ``dim`` is capped at ``p``; ``dim == p`` is exact up to rounding.
+    ``jax.linearize`` of ``em_step``: a product costs about two E-steps), from a fixed
+    random start, orthonormal in the inner product of :math:`I_c`. At an optimum
+    :math:`J = I_c^{-1} I_m` is self-adjoint in that inner product, so this is the
+    Lanczos method: the Ritz values are real, ``rate`` (the largest) never exceeds
+    the true rate and grows to it as ``dim`` grows, and some eigenvalue of
+    :math:`J` lies within ``residual`` of it, where ``residual`` is
+    :math:`\|J v - \lambda v\|_{I_c}` for the unit Ritz vector :math:`v`
+    (:math:`|h_{m+1,m}\, y_m|`, exact by the Arnoldi relation). Away from an optimum
+    the same numbers carry no such guarantee; where :math:`I_c` is not positive
+    definite the Euclidean inner product is used instead. ``dim`` is capped at
+    ``p``, and ``dim == p`` is exact up to rounding. Measured accuracy: see
+    ``benchmarks/theory.py``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
       >>> with jax.enable_x64(True):
       ...     x = jnp.array([[-3.0], [-1.0], [1.0], [3.0]])
       ...     p = MixtureParams.from_covariances(jnp.ones(1), jnp.zeros((1, 1)),
-      ...                                        jnp.ones((1, 1, 1)))
+      ...                                        jnp.full((1, 1, 1), 5.0))
       ...     rate, residual = krylov_rate(p, x, dim=2)
       >>> round(rate, 6), residual < 1e-6
       (0.0, True)
     """
     x = _check(params, x)
     dim = min(v.check_int(dim, "dim", 1), n_parameters(params))
-    h = np.asarray(_arnoldi(params, x, dim), np.float64)
+    h = np.asarray(_arnoldi(params, x, dim, True), np.float64)
+    if not np.all(np.isfinite(h)):
+        h = np.asarray(_arnoldi(params, x, dim, False), np.float64)
     values, vectors = np.linalg.eig(h[:dim, :dim])
     top = int(np.argmax(np.abs(values)))
     y = vectors[:, top] / np.linalg.norm(vectors[:, top])

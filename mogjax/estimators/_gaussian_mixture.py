@@ -83,6 +83,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         the observed coordinates and ``predict``, ``predict_proba``,
         ``score_samples`` and ``score`` use each row's observed coordinates
         (``mogjax.missing``).
+      compute_standard_errors: after ``fit``, set ``standard_errors_``: the
+        asymptotic standard errors of the fitted parameters, from the inverse observed
+        information (``mogjax.theory.standard_errors``; costs about ``p`` E-steps for
+        ``p`` free parameters). Meaningful for a converged fit with a small
+        ``reg_covar``, in float64. Complete rows only.
 
     Attributes (after ``fit``):
       weights_, means_, covariances_, precisions_, precisions_cholesky_: NumPy
@@ -96,6 +101,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         the start, ``curve_[n_iter_]`` for the returned parameters; so
         ``lower_bounds_ == curve_[:-1]``.
       params_: the fitted ``MixtureParams`` for the functional API.
+      standard_errors_: with ``compute_standard_errors``, a dict of NumPy arrays,
+        ``weights`` (k,), ``means`` (k, d) and ``covariances`` (the shape of
+        ``covariances_``); ``None``, with a ``UserWarning`` naming why, when the
+        observed information is singular (a degenerate fit) or ``X`` has missing
+        entries.
       n_features_in_, feature_names_in_ (for DataFrames with string column names).
 
     Raises:
@@ -138,6 +148,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
         "dtype": DTYPE,
         "missing": [StrOptions({"error", "marginalize"})],
+        "compute_standard_errors": ["boolean"],
     }
 
     def __init__(
@@ -159,6 +170,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         verbose_interval=10,
         dtype=None,
         missing="error",
+        compute_standard_errors=False,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -176,6 +188,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.verbose_interval = verbose_interval
         self.dtype = dtype
         self.missing = missing
+        self.compute_standard_errors = compute_standard_errors
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "params_")
@@ -202,6 +215,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             else:
                 result = self._restarts(x, sample_weight)
             self._set_result(result)
+            self._set_standard_errors(x, sample_weight)
         if self.verbose:
             self._print_curve(time.perf_counter() - start, previous)
         if not self.converged_ and self.max_iter > 0:
@@ -273,6 +287,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.curve_ = np.asarray(result.curve)[: n_iter + 1]
         self.lower_bounds_ = self.curve_[:n_iter]
         self.lower_bound_ = float(self.curve_[n_iter - 1]) if n_iter else -np.inf
+
+    def _set_standard_errors(self, x, sample_weight) -> None:
+        """``standard_errors_`` when asked (``None`` and a warning when undefined)."""
+        if not self.compute_standard_errors:
+            self.__dict__.pop("standard_errors_", None)
+            return
+        from mogjax.theory import standard_errors
+
+        try:
+            self.standard_errors_ = standard_errors(self.params_, x, sample_weight)
+        except ValueError as err:
+            warnings.warn(f"standard_errors_ is None: {err}", UserWarning)
+            self.standard_errors_ = None
 
     def _print_curve(self, seconds: float, previous) -> None:
         """scikit-learn's verbose lines, for the returned run, after the fit."""
