@@ -38,6 +38,11 @@ from mogjax.sharded import ShardedData, e_step_sharded, fit_em_sharded, shard_ro
 from mogjax.unconstrained import UnconstrainedParams, from_unconstrained, to_unconstrained
 from mogjax.posterior import VariationalPosterior, VariationalPrior
 from mogjax.variational import VariationalResult, fit_variational
+from mogjax.theory import (
+    complete_information, em_map_jacobian, em_preconditioner, em_rate, empirical_rate,
+    fit_diagnostics, flatten_params, krylov_rate, mean_normalized_entropy,
+    missing_information_fraction, observed_information, standard_errors, unflatten_params,
+)
 
 __version__ = "0.1.0"
 
@@ -97,6 +102,19 @@ __all__ = [
     "VariationalPrior",
     "VariationalResult",
     "fit_variational",
+    "complete_information",
+    "em_map_jacobian",
+    "em_preconditioner",
+    "em_rate",
+    "empirical_rate",
+    "fit_diagnostics",
+    "flatten_params",
+    "krylov_rate",
+    "mean_normalized_entropy",
+    "missing_information_fraction",
+    "observed_information",
+    "standard_errors",
+    "unflatten_params",
 ]
 
 
