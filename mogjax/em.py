@@ -25,7 +25,7 @@ from mogjax import _validation as v
 from mogjax._typing import Array, ArrayLike
 from mogjax.init import initialize
 from mogjax.missing import (
-    MissingData, imputed_center, missing_stats, prepare_missing, start_rows,
+    MissingData, imputed_center, missing_e_step, prepare_missing, start_rows,
 )
 from mogjax.mixture import MixtureParams, is_finite
 from mogjax.progress import report_every
@@ -198,13 +198,13 @@ def _fit_missing_compiled(
     from the data with each missing entry at its column's mean."""
     center = imputed_center(data, weight)
     x_init = start_rows(data, center)
+    e_step_fn = missing_e_step(data, center, covariance_type, weight, block_size)
 
     def one_run(key):
         params = initialize(
             key, x_init, k, covariance_type, init, reg_covar, equal_weights=equal_weights,
             block_size=block_size, sample_weight=weight, **user_init,
         )
-        e_step_fn = lambda p: missing_stats(p, data, center, weight)
         return em_loop(e_step_fn, params, tol, reg_covar, max_iter, equal_weights, verbose,
                        patience, previous, capacity)
 

@@ -1,28 +1,47 @@
 r"""Missing values (NaN) marginalised: the E-step of exact EM for data missing at random.
 
-A row with observed coordinates ``o`` and missing ones ``m`` has the likelihood of its
-observed coordinates, :math:`\sum_j \pi_j N(x_o; \mu_{j,o}, \Sigma_{j,oo})`. The E-step
-gives the *expected* sufficient statistics under each component:
+EM with incomplete data (Dempster, Laird & Rubin 1977, sec. 4.1.3; Little & Rubin,
+*Statistical Analysis with Missing Data*, ch. 8 and 11; for mixtures Ghahramani &
+Jordan 1994, *Supervised learning from incomplete data via an EM approach*). A row
+with observed coordinates ``o`` and missing ones ``m`` has the likelihood of its
+observed coordinates, :math:`\sum_j \pi_j N(x_o; \mu_{j,o}, \Sigma_{j,oo})`. The
+E-step gives the *expected* sufficient statistics under each component:
 
 .. math::
 
-   \hat x_{ij} = x_o \cup \big(\mu_{j,m} + \Sigma_{j,mo}\Sigma_{j,oo}^{-1}(x_o - \mu_{j,o})\big),
-   \qquad
+   \hat x_{ij} = x_o \cup \big(\mu_{j,m} + B_j (x_o - \mu_{j,o})\big), \quad
+   B_j = \Sigma_{j,mo}\Sigma_{j,oo}^{-1}, \qquad
    E[x x^T] = \hat x_{ij} \hat x_{ij}^T + C_{j}, \quad
-   C_{j,mm} = \Sigma_{j,mm} - \Sigma_{j,mo}\Sigma_{j,oo}^{-1}\Sigma_{j,om},
+   C_{j,mm} = \Sigma_{j,mm} - B_j \Sigma_{j,om},
 
 so the M-step is unchanged and EM stays exact EM: the observed-data likelihood
 never decreases.
 
-**Rows grouped by pattern.** The conditioning depends only on which coordinates are
-missing, so it is computed once per (pattern, component) from
-:math:`A = \Sigma_{oo} \oplus I_{mm}` (the observed block, padded with the identity;
-its Cholesky factor gives the marginal's determinant and the observed block's
-precision). Rows are then
-processed in blocks, each row gathering its pattern's matrices: memory
-``O(block * k * d^2)``, work ``O(n k d^2 + p k d^3)`` for ``p`` patterns. Every
-covariance type goes through the full matrices (``diag``, ``spherical``, ``tied`` and
-``identity`` expanded), and the second moments are reduced back to the type's shape.
+**Matrix products within a pattern.** Rows are sorted by missingness pattern and
+cut into blocks of one pattern. Within a pattern the completion is affine in the
+row, :math:`\hat y_{ij} = T_j y_i + t_j` (``y = x - c`` with the missing entries
+set to 0, :math:`T_j` the identity on ``o`` plus :math:`B_j` on the rows ``m``,
+:math:`t_j = (I - T_j)(\mu_j - c)`) and :math:`C_j` is constant, so with the block's
+complete-data moments :math:`W_j = \sum_i w_{ij}`, :math:`s_j = \sum_i w_{ij} y_i`,
+:math:`M_j = \sum_i w_{ij} y_i y_i^T`,
+
+.. math::
+
+   \sum_i w_{ij} \hat y_{ij} = T_j s_j + W_j t_j, \qquad
+   \sum_i w_{ij} E[y y^T] = T_j M_j T_j^T + T_j s_j t_j^T + t_j s_j^T T_j^T
+   + W_j (t_j t_j^T + C_j).
+
+The observed coordinates' log-density is a quadratic form with the marginal
+precision :math:`\Sigma_{j,oo}^{-1} \oplus 0`, so it is ``features @ theta_p`` with
+the complete-data quadratic features of ``y`` (``mogjax.gaussian``) and one
+``theta`` per pattern. A block therefore costs the complete-data E-step's two matrix
+products (``mogjax.estep.block_statistics``, batched over the blocks of a step);
+``(W, s, M)`` are summed per pattern and transformed once per pattern and E-step:
+work ``O(n k D + p k d^3)`` for ``p`` patterns, ``D`` the features' width.
+
+The per-pattern terms take ``O(p k (D + d^2))`` memory: fine for the few hundred
+patterns of a low-dimensional data set; with a pattern per row (many columns, many
+holes) the cost is that of conditioning every row separately.
 """
 
 from typing import NamedTuple
@@ -36,25 +55,26 @@ from mogjax import _blocks
 from mogjax import _validation as v
 from mogjax import gaussian as gs
 from mogjax._typing import Array
+from mogjax.estep import FEATURE_CACHE_BYTES, block_statistics
 from mogjax.mixture import MixtureParams
 from mogjax.suffstats import SufficientStats
 
-PATTERN_BLOCK = 256  # rows per block; every block holds rows of one pattern
+PATTERN_BLOCK = 128  # most rows per block; every block holds rows of one pattern
+PADDING_SHARE = 8  # blocks are shrunk until padding adds at most 1/PADDING_SHARE of n
 
 
 class MissingData(NamedTuple):
     """Data with missing entries, grouped by pattern into blocks of ``block`` rows.
 
     The rows are sorted by pattern and every pattern's rows padded (weight 0) to a
-    whole number of blocks, so a block holds one pattern and its conditioning comes
-    as a few (k, d, d) matrices: no per-row gather (the statistics are sums, so the
-    order is free).
+    whole number of blocks, so a block holds one pattern (the statistics are sums, so
+    the order is free).
 
     Attributes:
       x: (N, d) rows, missing entries set to 0, padding rows 0.
       real: (N,) 1 for the input's rows, 0 for padding.
       pattern: (N,) every row's pattern (constant over a block).
-      patterns: (p, d) booleans, the distinct patterns of observed coordinates.
+      patterns: (p, d) booleans, the patterns of observed coordinates.
       rows: (n,) where input row ``i`` sits in ``x``.
       block: rows per block.
     """
@@ -91,21 +111,73 @@ def prepare_missing(x) -> tuple[Array, MissingData | None]:
     return checked, split_missing(arr, checked.dtype)
 
 
-def split_missing(x, dtype, block: int = PATTERN_BLOCK) -> MissingData:
-    """``MissingData`` of ``x`` (n, d) holding NaN; host-side.
+def _keys(observed: np.ndarray) -> np.ndarray:
+    """One sortable key per row of a boolean (n, d) array (its bits, packed)."""
+    packed = np.ascontiguousarray(np.packbits(observed, axis=1))
+    return packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+
+
+def find_patterns(x) -> tuple[np.ndarray, np.ndarray]:
+    """``(patterns (p, d) bool, rows per pattern (p,))`` of the observed entries of
+    ``x`` (n, d) holding NaN; host-side.
 
     Raises:
       ValueError: a row with every entry missing (named).
     """
+    observed = ~np.isnan(np.asarray(x))
+    empty = ~observed.any(axis=1)
+    if empty.any():
+        raise ValueError(f"row {int(np.argmax(empty))} of X has every entry missing (NaN); "
+                         "remove such rows: they carry no information")
+    keys, first, counts = np.unique(_keys(observed), return_index=True, return_counts=True)
+    return observed[first], counts
+
+
+def choose_block(n: int, n_patterns: int) -> int:
+    """Rows per block: the largest power of two up to ``PATTERN_BLOCK`` whose padding
+    (at most ``block - 1`` rows per pattern) adds at most ``n / PADDING_SHARE`` rows."""
+    block = PATTERN_BLOCK
+    while block > 1 and n_patterns * (block - 1) * PADDING_SHARE > n:
+        block //= 2
+    return block
+
+
+def split_missing(x, dtype, block: int | None = None, patterns=None,
+                  n_rows: int | None = None) -> MissingData:
+    """``MissingData`` of ``x`` (n, d) holding NaN; host-side.
+
+    Args:
+      x: the rows, NaN where missing.
+      dtype: the compute dtype.
+      block: rows per block (default ``choose_block``).
+      patterns: (p, d) booleans holding every pattern of ``x`` (default: those of
+        ``x``); a fixed table lets chunks of one data set share one program.
+      n_rows: pad ``x`` (with weight-0 rows) to this many rows, a multiple of
+        ``block`` (default: as few as the blocks need).
+
+    Raises:
+      ValueError: a row with every entry missing (named), a pattern not in
+        ``patterns``, or more rows than ``n_rows``.
+    """
     x = np.asarray(x)
+    if patterns is None:
+        patterns, _ = find_patterns(x)
+    patterns = np.asarray(patterns, bool)
     observed = ~np.isnan(x)
     empty = ~observed.any(axis=1)
     if empty.any():
         raise ValueError(f"row {int(np.argmax(empty))} of X has every entry missing (NaN); "
                          "remove such rows: they carry no information")
-    patterns, pattern = np.unique(observed, axis=0, return_inverse=True)
-    pattern = pattern.reshape(-1)
+    table = _keys(patterns)
+    order_t = np.argsort(table)
+    keys = _keys(observed)
+    at = np.minimum(np.searchsorted(table[order_t], keys), len(table) - 1)
+    pattern = order_t[at]
+    if np.any(table[pattern] != keys):
+        raise ValueError("a row's missingness pattern is not in the given patterns")
     counts = np.bincount(pattern, minlength=len(patterns))
+    if block is None:
+        block = choose_block(x.shape[0], int(np.count_nonzero(counts)))
     padded = -(-counts // block) * block  # each pattern's rows, padded to whole blocks
     starts = np.concatenate([[0], np.cumsum(padded)[:-1]])
     order = np.argsort(pattern, kind="stable")
@@ -114,99 +186,218 @@ def split_missing(x, dtype, block: int = PATTERN_BLOCK) -> MissingData:
         pattern[order]]
     rows = starts[pattern] + rank
     total = int(padded.sum())
+    if n_rows is not None:
+        if n_rows < total or n_rows % block:
+            raise ValueError(f"n_rows={n_rows} cannot hold {total} rows in blocks of {block}")
+        total = n_rows
     out = np.zeros((total, x.shape[1]))
     out[rows] = np.where(observed, x, 0.0)
     real = np.zeros(total)
     real[rows] = 1.0
-    pattern_rows = np.repeat(np.arange(len(patterns)), padded)
+    pattern_rows = np.zeros(total, np.int32)
+    pattern_rows[: int(padded.sum())] = np.repeat(np.arange(len(patterns)), padded)
     return MissingData(jnp.asarray(out, dtype), jnp.asarray(real, dtype),
                        jnp.asarray(pattern_rows, jnp.int32), jnp.asarray(patterns),
                        jnp.asarray(rows, jnp.int32), block)
 
 
-class Conditionals(NamedTuple):
-    """Per (pattern, component): what conditioning on the observed coordinates needs."""
-
-    precision: Array  # (p, k, d, d): inverse of Sigma_oo (+) 0 (zero outside o x o)
-    gain: Array  # (p, k, d, d): rows m of Sigma A^-1 (the regression on observed deviations)
-    cond_cov: Array  # (p, k, d, d): Sigma_mm - Sigma_mo Sigma_oo^-1 Sigma_om, zero elsewhere
-    half_log_det: Array  # (p, k): log |Sigma_oo| / 2
-    n_observed: Array  # (p,)
-    observed: Array  # (p, d) the patterns themselves
+# ---- per pattern: the observed coordinates' density and the completion ----
 
 
-def conditionals(params: MixtureParams, patterns: Array) -> Conditionals:
-    """``Conditionals`` of every pattern under every component."""
-    cov = gs.full_covariances(params.covariances, params.covariance_type, params.n_components,
-                              params.n_features)
+class PatternTerms(NamedTuple):
+    """Per pattern ``p`` the marginal log-density of a row ``y = x - center`` (missing
+    entries 0) is ``log_const[p] - 0.5 * (quadratic_features(y) @ theta[p] + offset[p])``."""
+
+    theta: Array  # (p, D, k)
+    offset: Array  # (p, k)
+    log_const: Array  # (p, k)
+
+
+def _observed_block(cov: Array, o: Array) -> Array:
+    """``Sigma_oo (+) I_mm``: (..., d, d) with ``o`` (d,) 0/1 floats."""
+    return o[:, None] * o[None, :] * cov + jnp.diag(1.0 - o)
+
+
+def pattern_terms(params: MixtureParams, patterns: Array, center: Array) -> PatternTerms:
+    """``PatternTerms`` of every pattern (p, d) under every component."""
+    cov_type, d = params.covariance_type, params.n_features
+    dtype = params.means.dtype
+    log_2pi = jnp.log(2 * jnp.pi).astype(dtype)
+
+    def one(mask):
+        o = mask.astype(dtype)
+        if cov_type in ("full", "tied"):
+            cov = gs.full_covariances(params.covariances, cov_type, params.n_components, d)
+            upper = gs.precision_cholesky(_observed_block(cov, o), "full")
+            half_log_det = gs.half_log_det_precision(upper, "full", d)
+            # (o U)(o U)^T = Sigma_oo^-1 (+) 0: the marginal precision, zero off o x o
+            theta, offset = gs.precision_features(params.means, o[:, None] * upper, "full",
+                                                  center)
+        else:  # independent coordinates: drop the missing ones from mean and log-det
+            means = center + o * (params.means - center)
+            theta, offset = gs.precision_features(means, params.prec_chol, cov_type, center)
+            log_prec = jnp.log(params.prec_chol)
+            half_log_det = (jnp.sum(o * log_prec, axis=-1) if cov_type == "diag"
+                            else jnp.sum(o) * log_prec)
+        log_const = params.log_weights + half_log_det - 0.5 * jnp.sum(o) * log_2pi
+        return theta, offset, log_const
+
+    return PatternTerms(*jax.vmap(one)(patterns))
+
+
+def completion(params: MixtureParams, patterns: Array, center: Array):
+    r"""``(T (p, k, d, d), t (p, k, d), C (p, k, d, d))``: under component ``j`` a
+    row ``y = x - center`` of pattern ``p`` (missing entries 0) completes to
+    :math:`T y + t` with conditional covariance ``C`` (zero outside the missing block).
+    """
+    cov = gs.full_covariances(params.covariances, params.covariance_type,
+                              params.n_components, params.n_features)
+    mu = params.means - center
     dtype = cov.dtype
 
-    def one(mask, sigma):
+    def one(mask):
         o = mask.astype(dtype)
-        a = o[:, None] * o[None, :] * sigma + jnp.diag(1.0 - o)
-        chol = jnp.linalg.cholesky(a)
-        solved = cho_solve((chol, True), sigma)  # A^-1 Sigma
-        gain = (1.0 - o)[:, None] * solved.T  # (Sigma A^-1) restricted to missing rows
+        chol = jnp.linalg.cholesky(_observed_block(cov, o))
+        eye = jnp.broadcast_to(jnp.eye(o.shape[0], dtype=dtype), cov.shape)
+        a_inv = cho_solve((chol, True), eye)  # Sigma_oo^-1 (+) I_mm
+        gain = (cov @ a_inv) * ((1.0 - o)[:, None] * o[None, :])  # B = Sigma_mo Sigma_oo^-1
+        t_mat = jnp.diag(o) + gain
+        shift = mu - jnp.einsum("kde,ke->kd", t_mat, mu)
         miss = (1.0 - o)[:, None] * (1.0 - o)[None, :]
-        cond = miss * (sigma - sigma @ (o[:, None] * solved))
-        precision = o[:, None] * cho_solve((chol, True), jnp.diag(o))
-        return precision, gain, cond, jnp.sum(jnp.log(jnp.diagonal(chol)))
+        return t_mat, shift, miss * (cov - gain @ cov)
 
-    per = jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, None))(patterns, cov)
-    return Conditionals(*per, jnp.sum(patterns, axis=1).astype(dtype), patterns)
+    return jax.vmap(one)(patterns)
 
 
-def _conditioned(params, cond, xb, pb):
-    """A block of one pattern ``pb``: (log pi_j f_j(x_o) (b, k), conditional means (b, k, d))."""
-    means = params.means
-    observed = cond.observed[pb]
-    filled = jnp.where(observed, xb[:, None, :], means[None])  # (b, k, d)
-    dev = filled - means[None]  # zero where missing
-    maha = jnp.einsum("bkd,kde,bke->bk", dev, cond.precision[pb], dev)
-    log_prob = (params.log_weights - cond.half_log_det[pb]
-                - 0.5 * (cond.n_observed[pb] * jnp.log(2 * jnp.pi).astype(xb.dtype) + maha))
-    return log_prob, filled + jnp.einsum("kde,bke->bkd", cond.gain[pb], dev)
+# ---- the E-step: complete-data products per block, one transform per pattern ----
 
 
-def _block(params, cond, center, xb, pb, wb):
-    """(ll, counts, sum_x, sum_xx (k, d, d)) of a block of one pattern."""
-    pb = pb[0]
-    log_prob, x_hat = _conditioned(params, cond, xb, pb)
-    row_ll = jax.nn.logsumexp(log_prob, axis=1)
-    resp = jnp.exp(log_prob - row_ll[:, None]) * wb[:, None]
-    x_hat = x_hat - center
-    counts = jnp.sum(resp, axis=0)
-    sum_x = jnp.einsum("bk,bkd->kd", resp, x_hat)
-    sum_xx = jnp.einsum("bk,bkd,bke->kde", resp, x_hat, x_hat)
-    sum_xx = sum_xx + counts[:, None, None] * cond.cond_cov[pb]
-    return jnp.sum(jnp.where(wb > 0, wb * row_ll, 0.0)), counts, sum_x, sum_xx
+class PatternMoments(NamedTuple):
+    """Complete-data sums per pattern and component of the rows ``y`` (missing entries
+    0): ``counts`` (p, k) and ``moments`` (p, k, D), ``resp^T @ features`` of the
+    pattern's rows; ``log_likelihood`` (scalar) and ``n`` (the rows' weight)."""
+
+    n: Array
+    log_likelihood: Array
+    counts: Array
+    moments: Array
+
+    def __add__(self, other: "PatternMoments") -> "PatternMoments":
+        return PatternMoments(*(a + b for a, b in zip(self, other)))
 
 
-def _reduce(sum_xx: Array, covariance_type: str) -> Array:
-    """Full second moments (k, d, d) in the shape ``SufficientStats`` keeps."""
-    if covariance_type in ("full", "tied"):
-        return sum_xx
-    diag = jnp.diagonal(sum_xx, axis1=-2, axis2=-1)
-    return diag if covariance_type == "diag" else jnp.sum(diag, axis=-1)
+def observed_features(data: MissingData, center: Array, covariance_type: str,
+                      x: Array | None = None, pattern: Array | None = None) -> Array:
+    """Quadratic features of ``y = x - center`` with every missing entry 0: (N, D)."""
+    x = data.x if x is None else x
+    pattern = data.pattern if pattern is None else pattern
+    y = jnp.where(data.patterns[pattern], x - center, 0.0)
+    return gs.quadratic_features(y, covariance_type)
+
+
+def pattern_moments(terms: PatternTerms, data: MissingData, center: Array,
+                    covariance_type: str, weight: Array, features: Array | None = None,
+                    block_size: int | None = None) -> PatternMoments:
+    """``PatternMoments`` of ``data`` under the density ``terms``.
+
+    ``weight`` (N,): the rows' weights laid out as ``data.x`` (``data.place``);
+    ``features``: the rows' ``observed_features`` when precomputed. Each step takes a
+    group of blocks: its densities and moments are the complete-data
+    ``block_statistics`` batched over the blocks (each with its pattern's ``theta``).
+    """
+    b = data.block
+    n_total, d = data.x.shape
+    p, width, k = terms.theta.shape
+    n_blocks = n_total // b
+    block_pattern = data.pattern[::b]
+    group = max(1, _blocks.choose_block_size(n_total, width + k, block_size) // b)
+    if features is None:
+        rows = data.x.reshape(n_blocks, b, d)
+        feats = lambda xb, pb: observed_features(
+            data, center, covariance_type, xb.reshape(-1, d), jnp.repeat(pb, b)
+        ).reshape(xb.shape[0], b, width)
+    else:
+        rows = features.reshape(n_blocks, b, width)
+        feats = lambda fb, pb: fb
+    stats = jax.vmap(block_statistics)
+
+    def fn(xb, wb, pb):
+        ll, counts, moments = stats(feats(xb, pb), terms.theta[pb], terms.offset[pb],
+                                    terms.log_const[pb], wb)
+        return (jnp.sum(ll), jnp.zeros((p, k), counts.dtype).at[pb].add(counts),
+                jnp.zeros((p, k, width), moments.dtype).at[pb].add(moments))
+
+    ll, counts, moments = _blocks.sum_over_blocks(
+        fn, [rows, weight.reshape(n_blocks, b), block_pattern], group)
+    return PatternMoments(jnp.sum(weight), ll, counts, moments)
+
+
+def expected_stats(params: MixtureParams, patterns: Array, center: Array,
+                   sums: PatternMoments) -> SufficientStats:
+    """The expected sufficient statistics (module doc) from the per-pattern sums:
+    one transform per pattern and component."""
+    cov_type, d = params.covariance_type, params.n_features
+    w, mom = sums.counts, sums.moments
+    if cov_type in ("full", "tied"):
+        t_mat, shift, cond = completion(params, patterns, center)
+        second = gs.unpack_second_moments(mom[..., :-d], d, "full")
+        ts = jnp.einsum("pkde,pke->pkd", t_mat, mom[..., -d:])
+        sum_x = jnp.sum(ts + w[..., None] * shift, axis=0)
+        cross = ts[..., :, None] * shift[..., None, :]
+        sum_xx = jnp.sum(
+            jnp.einsum("pkab,pkbc,pkdc->pkad", t_mat, second, t_mat) + cross
+            + jnp.swapaxes(cross, -1, -2)
+            + w[..., None, None] * (shift[..., :, None] * shift[..., None, :] + cond), axis=0)
+    else:  # the completion keeps the observed entries and fills in the mean
+        o = patterns.astype(mom.dtype)[:, None, :]  # (p, 1, d)
+        var = jnp.diagonal(gs.full_covariances(params.covariances, cov_type,
+                                               params.n_components, d), axis1=-2, axis2=-1)
+        shift = (1.0 - o) * (params.means - center)  # (p, k, d)
+        extra = w[..., None] * (shift**2 + (1.0 - o) * var)
+        sum_x = jnp.sum(mom[..., -d:] + w[..., None] * shift, axis=0)
+        if cov_type == "diag":
+            sum_xx = jnp.sum(mom[..., :d] + extra, axis=0)
+        else:
+            sum_xx = jnp.sum(mom[..., 0] + jnp.sum(extra, axis=-1), axis=0)
+    return SufficientStats(sums.n, sums.log_likelihood, center, jnp.sum(w, axis=0), sum_x,
+                           sum_xx, cov_type)
+
+
+def caches_observed_features(data: MissingData, covariance_type: str) -> bool:
+    """Whether the E-step precomputes ``observed_features`` (``FEATURE_CACHE_BYTES``)."""
+    width = gs.n_quadratic_features(data.x.shape[1], covariance_type)
+    return data.x.shape[0] * width * data.x.dtype.itemsize <= FEATURE_CACHE_BYTES
+
+
+def missing_e_step(data: MissingData, center: Array, covariance_type: str, weight=None,
+                   block_size: int | None = None):
+    """``params -> SufficientStats``: the E-step over ``data`` (features precomputed
+    once when they fit ``FEATURE_CACHE_BYTES``); ``weight`` (n,) the input rows'."""
+    w = data.place(weight)
+    features = (observed_features(data, center, covariance_type)
+                if caches_observed_features(data, covariance_type) else None)
+
+    def e_step(params: MixtureParams) -> SufficientStats:
+        terms = pattern_terms(params, data.patterns, center)
+        sums = pattern_moments(terms, data, center, covariance_type, w, features, block_size)
+        return expected_stats(params, data.patterns, center, sums)
+
+    return e_step
 
 
 def missing_stats(params: MixtureParams, data: MissingData, center: Array,
                   weight=None) -> SufficientStats:
     """Expected sufficient statistics (module doc) and the observed-data log-likelihood;
     ``weight`` (n,) the input rows' sample weights."""
-    cond = conditionals(params, data.patterns)
-    w = data.place(weight)
-    fn = lambda xb, pb, wb: _block(params, cond, center, xb, pb, wb)
-    ll, counts, sum_x, sum_xx = _blocks.sum_over_blocks(fn, [data.x, data.pattern, w],
-                                                         data.block)
-    return SufficientStats(jnp.sum(w), ll, center, counts, sum_x,
-                           _reduce(sum_xx, params.covariance_type), params.covariance_type)
+    return missing_e_step(data, center, params.covariance_type, weight)(params)
 
 
 def imputed_center(data: MissingData, weight=None) -> Array:
-    """The (weighted) mean of every column over its observed entries, (d,)."""
+    """The (weighted) mean of every column over its observed entries, (d,) (0 for a
+    column with none)."""
     wo = data.patterns[data.pattern] * data.place(weight)[:, None]
-    return jnp.sum(wo * data.x, axis=0) / jnp.sum(wo, axis=0)
+    mass = jnp.sum(wo, axis=0)
+    return jnp.where(mass > 0, jnp.sum(wo * data.x, axis=0) / jnp.where(mass > 0, mass, 1), 0)
 
 
 def start_rows(data: MissingData, center: Array) -> Array:
@@ -217,13 +408,20 @@ def start_rows(data: MissingData, center: Array) -> Array:
 
 @jax.jit
 def _impute(params: MixtureParams, data: MissingData) -> Array:
-    cond = conditionals(params, data.patterns)
+    center = imputed_center(data)
+    terms = pattern_terms(params, data.patterns, center)
+    t_mat, shift, _ = completion(params, data.patterns, center)
 
     def fn(xb, pb):
-        log_prob, x_hat = _conditioned(params, cond, xb, pb[0])
-        return jnp.einsum("bk,bkd->bd", jax.nn.softmax(log_prob, axis=1), x_hat)
+        feats = observed_features(data, center, params.covariance_type, xb, pb)
+        maha = jnp.einsum("bD,bDk->bk", feats, terms.theta[pb]) + terms.offset[pb]
+        resp = jax.nn.softmax(terms.log_const[pb] - 0.5 * jnp.maximum(maha, 0.0), axis=1)
+        y = jnp.where(data.patterns[pb], xb - center, 0.0)
+        filled = jnp.einsum("bkde,be->bkd", t_mat[pb], y) + shift[pb]
+        return center + jnp.einsum("bk,bkd->bd", resp, filled)
 
-    return _blocks.map_over_blocks(fn, [data.x, data.pattern], data.block)[data.rows]
+    rows = max(1, min(data.x.shape[0], 2**21 // (params.n_components * params.n_features**2)))
+    return _blocks.map_over_blocks(fn, [data.x, data.pattern], rows)[data.rows]
 
 
 def impute(params: MixtureParams, x) -> Array:

@@ -1,11 +1,16 @@
-"""Missing values marginalised (issue 14): exact EM on the observed coordinates, the
-marginal densities against SciPy, the closed-form imputation."""
+"""Missing values marginalised (issues 14, 27): exact EM on the observed coordinates, the
+marginal densities against SciPy, the closed-form imputation, the pattern-block E-step
+against the per-row one."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.scipy.linalg import cho_solve
 from scipy.stats import multivariate_normal
 
 import mogjax as mg
+from mogjax import missing
 from mogjax.gaussian import full_covariances
 from mogjax.missing import impute
 
@@ -108,3 +113,111 @@ def test_chunked_data_refuse_to_marginalise():
     x = np.zeros((10, 2))
     with pytest.raises(ValueError, match="missing='marginalize' needs in-memory data"):
         mg.fit_em(x, 2, chunk_size=5, missing="marginalize")
+
+
+# ---- the pattern-block E-step against the per-row one it replaced (issue 27) ----
+
+
+def per_row_stats(params, x, center, weight):
+    """The E-step as it was before issue 27, row by row: per row and component the
+    conditioning on the observed block (a Cholesky factor of Sigma_oo (+) I), the
+    conditional mean and the conditional-covariance correction, summed with the
+    responsibilities of the observed coordinates. Returns (ll, counts, sum_x, full
+    sum_xx (k, d, d))."""
+    k, d = params.n_components, params.n_features
+    cov = full_covariances(params.covariances, params.covariance_type, k, d)
+    obs = ~jnp.isnan(x)
+
+    def row(xr, mask):
+        o = mask.astype(x.dtype)
+
+        def comp(sigma, mu):
+            a = o[:, None] * o[None, :] * sigma + jnp.diag(1.0 - o)
+            chol = jnp.linalg.cholesky(a)
+            dev = jnp.where(mask, xr - mu, 0.0)
+            z = jnp.linalg.solve(a, dev)
+            maha = dev @ z
+            gain = (1.0 - o)[:, None] * cho_solve((chol, True), sigma).T
+            miss = (1.0 - o)[:, None] * (1.0 - o)[None, :]
+            cond = miss * (sigma - sigma @ (o[:, None] * cho_solve((chol, True), sigma)))
+            x_hat = jnp.where(mask, xr, mu) + gain @ dev
+            log_det = jnp.sum(jnp.log(jnp.diagonal(chol)))
+            return -log_det - 0.5 * (jnp.sum(o) * jnp.log(2 * jnp.pi) + maha), x_hat, cond
+
+        log_f, x_hat, cond = jax.vmap(comp)(cov, params.means)
+        log_p = params.log_weights + log_f
+        ll = jax.nn.logsumexp(log_p)
+        r = jnp.exp(log_p - ll)
+        y = x_hat - center
+        return ll, r, r[:, None] * y, r[:, None, None] * (y[:, :, None] * y[:, None, :] + cond)
+
+    ll, r, sx, sxx = jax.vmap(row)(jnp.where(obs, x, 0.0), obs)
+    w = weight[:, None]
+    return (jnp.sum(weight * ll), jnp.sum(w * r, 0), jnp.sum(w[..., None] * sx, 0),
+            jnp.sum(w[..., None, None] * sxx, 0))
+
+
+def holes(seed, n, d, fraction):
+    """Rows with entries missing at random; every pattern mix, one-coordinate rows too."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) + 3.0
+    x[rng.random(x.shape) < fraction] = np.nan
+    x[: d * 3: 3] = np.nan
+    x[np.arange(0, d * 3, 3), np.arange(d)] = 1.0 + np.arange(d)  # one observed coordinate
+    x[np.isnan(x).all(axis=1), 0] = 0.5
+    return x
+
+
+def random_params(covariance_type, k=3, d=4, seed=4):
+    """A mixture with correlated covariances (their diagonal, mean or one shared for the
+    other types) around the data of ``holes``."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(k, d, d))
+    cov = a @ np.swapaxes(a, -1, -2) + 0.5 * np.eye(d)
+    typed = {"full": cov, "tied": cov[0], "diag": np.diagonal(cov, axis1=1, axis2=2),
+             "spherical": np.trace(cov, axis1=1, axis2=2) / d, "identity": np.ones(k)}
+    return mg.MixtureParams.from_covariances(rng.uniform(0.5, 1.0, k),
+                                             rng.normal(3.0, 1.0, (k, d)),
+                                             typed[covariance_type], covariance_type)
+
+
+# (rows per block, rows per group of blocks, features cached): one row per block, a
+# few, the default; the full type runs them all, the others one each
+LAYOUTS = {"full": [(1, None, True), (4, 8, False), (None, None, True)],
+           "tied": [(4, 8, True)], "diag": [(None, 8, False)],
+           "spherical": [(1, None, True)], "identity": [(None, None, False)]}
+
+
+@pytest.mark.parametrize("covariance_type", list(LAYOUTS))
+def test_pattern_block_e_step_equals_the_per_row_one(covariance_type):
+    xm = holes(2, 200, 4, 0.35)
+    params = random_params(covariance_type)
+    center = jnp.asarray(np.nanmean(xm, axis=0) + 0.1)
+    weight = jnp.asarray(np.random.default_rng(3).uniform(0.2, 2.0, len(xm)))
+    ll, counts, sum_x, sum_xx = per_row_stats(params, jnp.asarray(xm), center, weight)
+    if covariance_type == "diag":
+        sum_xx = jnp.diagonal(sum_xx, axis1=-2, axis2=-1)
+    elif covariance_type in ("spherical", "identity"):
+        sum_xx = jnp.trace(sum_xx, axis1=-2, axis2=-1)
+    for block, block_size, cache in LAYOUTS[covariance_type]:
+        data = missing.split_missing(xm, jnp.float64, block=block)
+        e_step = (missing.missing_e_step(data, center, covariance_type, weight, block_size)
+                  if cache else _uncached(data, center, covariance_type, weight, block_size))
+        got = jax.jit(e_step)(params)
+        for a, b in ((got.log_likelihood, ll), (got.counts, counts), (got.sum_x, sum_x),
+                     (got.sum_xx, sum_xx)):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+        assert float(got.n) == pytest.approx(float(jnp.sum(weight)), rel=1e-12)
+
+
+def _uncached(data, center, covariance_type, weight, block_size):
+    """The E-step computing the features block by block (data too large to cache)."""
+    w = data.place(weight)
+
+    def e_step(params):
+        terms = missing.pattern_terms(params, data.patterns, center)
+        sums = missing.pattern_moments(terms, data, center, covariance_type, w, None,
+                                       block_size)
+        return missing.expected_stats(params, data.patterns, center, sums)
+
+    return e_step
