@@ -6,17 +6,20 @@ import logging
 import sys
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 import mogjax as mg
+from mogjax.init import canonical_init
 from experiments import configs, model, provenance
-from experiments.configs import DataName, Missing
+from experiments.configs import DataSource, Missing
 from experiments.interrupt import (
     RunInterrupted, exit_code, hard_exit, interruptible, interruption, signals_raise,
 )
 from experiments.store import TrackingUnavailable
 from experiments.summary import MeanShiftSummary, MixtureSummary, unit
-from experiments.timing import per_iteration, timed
+from experiments.timing import per_iteration, timed, use_compilation_cache
 
 for _noisy in ("jax._src.xla_bridge", "matplotlib"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
@@ -28,6 +31,15 @@ class Data(NamedTuple):
     x: np.ndarray  # (n, d) float64; NaN where an entry is missing (model.missing)
     weights: np.ndarray | None  # (n,) each row's weight (data.weights_column), or None
     name: str
+    # what generated data achieve (data=separated): smallest distance between two
+    # true means, the true mixture's Bayes error
+    truth: dict | None = None
+    # the columns' names (a file's header or data.column_names, a shipped data set's,
+    # else x1, x2, ...) and, with data.standardize, the (mean, scale) that standardised
+    # the raw columns: what the logged model takes and applies (experiments/model.py)
+    columns: tuple[str, ...] = ()
+    scaler: tuple[np.ndarray, np.ndarray] | None = None
+    weights_column: int | None = None
 
     def hash(self) -> str:
         """The data's hash (``provenance.data_hash``), the weights as a last column."""
@@ -46,33 +58,107 @@ class Data(NamedTuple):
             w = self.weights
             out.update(total_weight=float(w.sum()),
                        effective_sample_size=float(w.sum() ** 2 / (w**2).sum()))
-        return out
+        return {**out, **(self.truth or {}), "data_rows": float(self.x.shape[0])}
+
+    def record(self) -> dict:
+        """What a logged model records of its training data (``experiments.model``)."""
+        return {"name": self.name, "hash": self.hash(), "rows": int(self.x.shape[0]),
+                "columns": list(self.columns), "weights_column": self.weights_column,
+                "standardized": self.scaler is not None}
 
 
 def load_data(cfg) -> Data:
     """The configured data set: float64 (n, d) (NaN allowed with
     ``model.missing=marginalize``), the weights column split off, and its name."""
     data_cfg = cfg.data
-    name = DataName(data_cfg.name).value
-    weights = None
-    if name == "faithful":
+    source, name = DataSource(data_cfg.source).value, configs.data_label(cfg)
+    weights = truth = None
+    columns = COLUMNS.get(source)
+    if source == "faithful":
         x = mg.load_old_faithful()
-    elif name == "iris":
+    elif source == "iris":
         x = mg.load_iris()[0]
-    elif name == "synthetic":
+    elif source == "synthetic":
         x, _, _ = mg.make_mixture(data_cfg.seed, data_cfg.n_samples, data_cfg.n_components,
                                   data_cfg.n_features, separation=data_cfg.separation)
+    elif source == "separated":
+        x, _, true_params = mg.make_separated_mixture(
+            data_cfg.seed, data_cfg.n_samples, data_cfg.n_components, data_cfg.n_features,
+            separation=data_cfg.separation, covariance=configs.plain(data_cfg.covariance),
+            weights=configs.plain(data_cfg.weights))
+        truth = {"true_smallest_mean_distance":
+                 mg.datasets.smallest_distance(true_params.means),
+                 "true_bayes_error": mg.bayes_error(true_params)}
     else:
         x = mg.datasets.load_file(data_cfg.path, n_features=data_cfg.columns,
                                   header=data_cfg.header,
                                   missing=cfg.model.missing == Missing.marginalize)
-        name = f"file:{data_cfg.path}"
+        columns = file_columns(data_cfg, x.shape[1])
         if data_cfg.weights_column is not None:
-            x, weights = split_weights(x, data_cfg.weights_column, name)
+            x, weights = split_weights(x, data_cfg.weights_column, f"file {data_cfg.path}")
+            if columns is not None:
+                j = data_cfg.weights_column
+                columns = columns[:j - 1] + columns[j:] if j > 0 else (
+                    columns[:len(columns) + j] + columns[len(columns) + j + 1:])
+    columns = given_columns(data_cfg, columns, x.shape[1])
+    scaler = None
     if data_cfg.standardize:
         sd = np.nanstd(x, axis=0)
-        x = (x - np.nanmean(x, axis=0)) / np.where(sd > 0, sd, 1.0)
-    return Data(np.asarray(x, dtype=np.float64), weights, name)
+        scaler = (np.nanmean(x, axis=0), np.where(sd > 0, sd, 1.0))
+        x = (x - scaler[0]) / scaler[1]
+    return _loaded(Data(np.asarray(x, dtype=np.float64), weights, name, truth, columns,
+                        scaler, data_cfg.weights_column))
+
+
+_LAST_LOADED: list = []
+
+
+def _loaded(data: Data) -> Data:
+    _LAST_LOADED[:] = [data]
+    return data
+
+
+def loaded_data(x) -> Data | None:
+    """The ``Data`` that ``load_data`` returned last, when ``x`` is its very array
+    (what the logging functions, given ``x``, learn of its columns and scaler)."""
+    return _LAST_LOADED[0] if _LAST_LOADED and _LAST_LOADED[0].x is x else None
+
+
+def file_columns(data_cfg, n_columns: int) -> tuple[str, ...] | None:
+    """A data file's column names from its header (a ``.csv`` with one), else None."""
+    from pathlib import Path
+
+    from experiments.predict import csv_header
+
+    path = Path(data_cfg.path)
+    if path.suffix.lower() not in (".csv", ".txt") or data_cfg.header is False:
+        return None
+    names = csv_header(path, forced=data_cfg.header is True)
+    if names is not None and len(names) != n_columns:
+        return None  # a header that does not fit the table names nothing
+    return names
+
+
+def given_columns(data_cfg, found, d: int) -> tuple[str, ...]:
+    """The data's column names: ``data.column_names`` (the data's columns, the weights
+    column left out), else ``found`` (a header's or a shipped data set's), else
+    ``x1 .. xd``; every name distinct and non-empty."""
+    given = data_cfg.column_names
+    if given is not None:
+        names = tuple(str(c) for c in given)
+        if len(names) != d:
+            raise ValueError(f"data.column_names names {len(names)} columns, the data have "
+                             f"{d}")
+    else:
+        names = tuple(found) if found is not None else tuple(f"x{i + 1}" for i in range(d))
+    blank = [i + 1 for i, c in enumerate(names) if not c]
+    if blank:
+        raise ValueError(f"data column {blank[0]} has an empty name; name it in the file's "
+                         "header or in data.column_names")
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise ValueError(f"data column names must differ: {twice} appear more than once")
+    return names
 
 
 def split_weights(table, column: int, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -102,10 +188,20 @@ COLUMNS = {
 
 def column_names(cfg, data_name: str, d: int) -> tuple[str, ...]:
     """Axis labels for the data's columns (``data.standardize``: the names, standardised)."""
-    names = COLUMNS.get(data_name, tuple(f"x{i + 1}" for i in range(d)))
+    names = COLUMNS.get(configs.plain(cfg.data.source), tuple(f"x{i + 1}" for i in range(d)))
     if cfg.data.standardize:
         names = tuple(f"{name.split(' (')[0]} (standardised)" for name in names)
     return names
+
+
+def model_inputs(cfg, x, data_name: str) -> dict:
+    """What ``experiments.model.mixture``/``modes`` need beyond the fit: the columns by
+    their names, the scaler and the training data's record, from the ``Data`` that
+    ``load_data`` gave ``x`` (``loaded_data``)."""
+    data = loaded_data(x)
+    if data is None:  # data not from load_data: the names only
+        return {"columns": column_names(cfg, data_name, x.shape[1])}
+    return {"columns": data.columns, "scaler": data.scaler, "training": data.record()}
 
 
 def model_kwargs(cfg) -> dict:
@@ -132,13 +228,49 @@ def fit_kwargs(cfg, method: str) -> dict:
                 **dict(opt.options))
 
 
-def fit_mixture(cfg, x, method: str, weights=None) -> tuple:
+def fit_mixture(cfg, x, method: str, weights=None, init_seconds: float | None = None
+                ) -> tuple:
     """EM or gradient ascent (``method`` = "em" or an optimiser's name), compiled and
     then timed warm (``experiments.timing``), in a worker thread so that Ctrl-C and
-    SIGTERM stop it at once; ``weights``: each row's (n,), or None. Returns
+    SIGTERM stop it at once; ``weights``: each row's (n,), or None;
+    ``init_seconds``: the warm start (``time_start``; timed here when None). Returns
     ``(result, MixtureSummary)``."""
+    if init_seconds is None:
+        init_seconds = time_start(cfg, x, weights)
     result, timing = interruptible(_fit_mixture, cfg, x, method, weights)
-    return result, MixtureSummary.of(method, result, x, timing, weights)
+    return result, MixtureSummary.of(method, result, x, timing, weights, init_seconds)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "covariance_type", "init"))
+def _start(x, key, weight, reg_covar, *, k, covariance_type, init):
+    params = mg.initialize(key, x, k, covariance_type, init, reg_covar, sample_weight=weight)
+    return mg.e_step(params, x, sample_weight=weight).log_likelihood
+
+
+def time_start(cfg, x, weights=None) -> float:
+    """Warm seconds of the start every method of a run shares: the initialisation
+    (``model.init``) and the E-step of its parameters (curve point 0), compiled
+    apart and timed as ``experiments.timing.timed`` times a fit."""
+    m = cfg.model
+    x = np.asarray(x)
+    x = jnp.asarray(np.where(np.isnan(x), np.nanmean(x, axis=0), x))  # missing entries
+    weight = None if weights is None else jnp.asarray(weights, x.dtype)
+    key = mg._validation.split_keys(cfg.seed, 1)[0]
+    call = lambda: _start(x, key, weight, jnp.asarray(m.reg_covar, x.dtype), k=int(m.k),
+                          covariance_type=configs.plain(m.covariance_type),
+                          init=canonical_init(m.init))
+    return interruptible(timed, call)[1]["fit_seconds"]
+
+
+@contextlib.contextmanager
+def precision(cfg):
+    """Inside, arrays have the run's ``precision`` (``jax.enable_x64``); no change when
+    it is null."""
+    if cfg.get("precision") is None:
+        yield
+        return
+    with jax.enable_x64(configs.plain(cfg.precision) == "float64"):
+        yield
 
 
 def _fit_mixture(cfg, x, method: str, weights):
@@ -151,7 +283,7 @@ def _fit_mixture(cfg, x, method: str, weights):
     # as many as fit in the seconds (a new program: its compile time is logged apart).
     kwargs["tol"] = 0.0
     result, timing = timed(lambda: fit(x, cfg.model.k, **kwargs))
-    n = int(cfg.stop.seconds / per_iteration(timing, result.n_iter))
+    n = int(cfg.stop.seconds * max(int(result.n_iter), 1) / timing["fit_seconds"])
     if n >= cfg.stop.max_iter:
         return result, timing
     kwargs[budget_key] = max(n, 1)
@@ -177,7 +309,7 @@ def log_mixture_fit(run, cfg, result, x, summary: MixtureSummary, data_name: str
     run.set_tags({"degenerate": "false", "stop_reason": result.stop_reason,
                   "numerical_warnings": summary.warning or "none"})
     run.log_params_artifact(result.params)
-    run.log_model(model.mixture(result.params, column_names(cfg, data_name, x.shape[1])), x)
+    run.log_model(model.mixture(result.params, **model_inputs(cfg, x, data_name)), x)
     if not cfg.tracking.log_plots:
         return
     from mogjax.plotting import plot_clusters, plot_curves
@@ -247,8 +379,8 @@ def log_mean_shift_fit(run, cfg, result, x, summary: MeanShiftSummary, data_name
     run.log_curve("max_shift", np.asarray(result.curve[1 : int(result.n_iter) + 1]))
     run.log_scalars(summary.metrics())
     run.log_dict({"centers": np.asarray(result.centers).tolist()}, "modes.json")
-    run.log_model(model.modes(result.centers, column_names(cfg, data_name, x.shape[1]),
-                              summary.bandwidth), x)
+    run.log_model(model.modes(result.centers, bandwidth=summary.bandwidth,
+                              **model_inputs(cfg, x, data_name)), x)
     if x.shape[1] == 2 and cfg.tracking.log_plots:
         from mogjax.plotting import plot_clusters
 
@@ -258,6 +390,27 @@ def log_mean_shift_fit(run, cfg, result, x, summary: MeanShiftSummary, data_name
         fig = plot_clusters(x, np.asarray(result.labels), modes=result.centers, title=title,
                             xlabel=xlabel, ylabel=ylabel)
         run.log_figure(fig, "clusters.png")
+
+
+def compilation_cache(cfg) -> None:
+    """JAX's persistent compilation cache as ``compilation_cache`` configures it (on by
+    default, in ``.cache/jax`` of the project), so that a program compiled by one
+    process on this machine is read back by the next (``experiments.timing``)."""
+    cache = cfg.get("compilation_cache")
+    if cache is not None and cache.enabled:
+        use_compilation_cache(cache.dir)
+
+
+def job_tags() -> dict[str, str]:
+    """In a multirun, ``{"job_overrides": json list}``: the job's own overrides, from
+    which a study reads each job's setting (``experiments.study``); else ``{}``."""
+    if not in_multirun():
+        return {}
+    import json
+
+    from hydra.core.hydra_config import HydraConfig
+
+    return {"job_overrides": json.dumps(list(HydraConfig.get().overrides.task))[:5000]}
 
 
 def in_multirun() -> bool:
@@ -275,10 +428,15 @@ def one_line_errors(main):
     store prints one ``error:`` line and exits 1 (in a multirun the exception
     propagates instead, so Hydra records the job as failed, runs the other jobs and
     reports the failure in the sweep's exit status). Ctrl-C/SIGTERM, once the run is
-    marked KILLED, exits 130/143 at once, a sweep included."""
+    marked KILLED, exits 130/143 at once, a sweep included. A key the configs lack
+    (``algorithm.max_iter`` under EM) is one line too (``experiments.config_errors``)."""
+    from experiments import config_errors
+
+    config_errors.install()
 
     @functools.wraps(main)
     def wrapper(cfg):
+        compilation_cache(cfg)
         try:
             with signals_raise():  # SIGTERM outside a run (loading, a batched fit) too
                 return main(cfg)

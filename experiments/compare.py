@@ -32,20 +32,20 @@ from experiments import common, comparison, configs, store, tracking, ui_layout
 from experiments.summary import ComparisonSummary, unit
 
 
-def fit_all(cfg, data: common.Data) -> dict:
+def fit_all(cfg, data: common.Data, init_seconds: float) -> dict:
     """``{method: (result, summary)}`` for every method, no tracking."""
-    return {method: common.fit_mixture(cfg, data.x, method, data.weights)
+    return {method: common.fit_mixture(cfg, data.x, method, data.weights, init_seconds)
             for method in cfg.compare}
 
 
-def measure(cfg, fits: dict) -> dict:
+def measure(cfg, fits: dict, init_seconds: float) -> dict:
     """Time to target and aligned parameter gaps of ``fits`` (``experiments.comparison``)."""
     curves = {m: np.asarray(r.curve[: int(r.n_iter) + 1]) for m, (r, _) in fits.items()}
     spi = {m: s.seconds_per_iteration for m, (_, s) in fits.items()}
-    to_target, target = comparison.time_to_target(curves, spi, cfg.target_gap)
+    to_target, target = comparison.time_to_target(curves, spi, cfg.target_gap, init_seconds)
     aligned = comparison.alignment({m: r.params for m, (r, _) in fits.items()})
-    return {"curves": curves, "seconds_per_iteration": spi, "to_target": to_target,
-            "target": target, "alignment": aligned,
+    return {"curves": curves, "seconds_per_iteration": spi, "init_seconds": init_seconds,
+            "to_target": to_target, "target": target, "alignment": aligned,
             "metrics": comparison.per_method_metrics(
                 {m: s.metrics() for m, (_, s) in fits.items()}, to_target, aligned)}
 
@@ -55,44 +55,74 @@ def run(cfg: DictConfig) -> ComparisonSummary:
     configs.validate_compare(cfg)
     if cfg.tracking.enabled:
         store.check(store.tracking_uri(cfg))
+    with common.precision(cfg):
+        return _run(cfg)
+
+
+def run_name(cfg, data_name: str) -> str:
+    """``<data> k<k> seed<s>: em vs adam``: what tells comparisons apart first."""
+    return cfg.tracking.run_name or (f"{data_name} k{cfg.model.k} seed{cfg.seed}: "
+                                     f"{' vs '.join(cfg.compare)}")
+
+
+def _run(cfg: DictConfig) -> ComparisonSummary:
     data = common.load_data(cfg)
     data_name = data.name
     configs.validate_data(cfg, data.x)
+    init_seconds = common.time_start(cfg, data.x, data.weights)
     if not cfg.tracking.enabled:
-        fits = fit_all(cfg, data)
-        return ComparisonSummary({m: s for m, (_, s) in fits.items()}, measure(cfg, fits))
-    base_tags = {"data": data_name, "data_hash": data.hash(), "seed": str(cfg.seed)}
-    name = cfg.tracking.run_name or f"compare-{data_name}-k{cfg.model.k}-seed{cfg.seed}"
-    with tracking.start_run(cfg, name, {**base_tags, "algorithm": "compare"}) as parent:
+        fits = fit_all(cfg, data, init_seconds)
+        return ComparisonSummary({m: s for m, (_, s) in fits.items()},
+                                 measure(cfg, fits, init_seconds))
+    base_tags = {"data": data_name, "data_hash": data.hash(), "seed": str(cfg.seed),
+                 **common.job_tags()}
+    with tracking.start_run(cfg, run_name(cfg, data_name),
+                            {**base_tags, "algorithm": "compare"}) as parent:
         parent.log_config(cfg, configs.run_params(cfg, "compare"))
-        parent.log_scalars(data.metrics())
-        fits = {m: fit_child(cfg, data, m, base_tags, parent) for m in cfg.compare}
-        result = measure(cfg, fits)
+        parent.log_scalars({**data.metrics(), "init_ms": 1e3 * init_seconds})
+        fits = {m: fit_child(cfg, data, m, base_tags, parent, init_seconds)
+                for m in cfg.compare}
+        result = measure(cfg, fits, init_seconds)
         charts = log_comparison(cfg, data_name, fits, result, parent)
     return ComparisonSummary({m: s for m, (_, s) in fits.items()}, result, parent.run_id,
                              parent.experiment_id, parent.uri, charts)
 
 
-def fit_child(cfg, data: common.Data, method: str, base_tags: dict, parent):
+def fit_child(cfg, data: common.Data, method: str, base_tags: dict, parent,
+              init_seconds: float):
     """One method in a child run of its own, with its own config; ``(result, summary)``."""
     method_cfg = configs.method_config(cfg, method)
-    tags = {**base_tags, "algorithm": configs.kind_of(cfg, method), "method": method}
-    with tracking.start_run(cfg, method, tags, parent=parent) as child:
+    tags = {**base_tags, "algorithm": configs.kind_of(cfg, method), "method": method,
+            "mlflow.note.content": describe_method(cfg, method, data.name)}
+    name = f"{method} {data.name} k{cfg.model.k} seed{cfg.seed}"
+    with tracking.start_run(cfg, name, tags, parent=parent) as child:
         child.log_config(method_cfg, configs.run_params(method_cfg, method))
         with common.degenerate_logged(child):
-            result, summary = common.fit_mixture(method_cfg, data.x, method, data.weights)
+            result, summary = common.fit_mixture(method_cfg, data.x, method, data.weights,
+                                                 init_seconds)
         common.log_mixture_fit(child, method_cfg, result, data.x, summary, data.name)
         summary.run_id = child.run_id
     return result, summary
 
 
+def describe_method(cfg, method: str, data_name: str) -> str:
+    """A method child's description: what it is and where its comparison is."""
+    what = ("EM (expectation-maximisation)" if method == "em" else
+            f"gradient ascent with optax's {method}")
+    return (f"{what} on {data_name} (k={cfg.model.k}, seed {cfg.seed}), one of the methods "
+            f"of the comparison in the parent run ({', '.join(cfg.compare)}), from the "
+            f"same start. Stopping rule: {configs.stop_rule(cfg.stop)}.")
+
+
 def log_comparison(cfg, data_name: str, fits: dict, result: dict, parent) -> dict:
     """Curves, per-method metrics, ``alignment.json``, ``curves.png`` and the
     description on the parent run; returns the chart addresses."""
+    start_us = 1e6 * result["init_seconds"]
     for method, curve in result["curves"].items():
         parent.log_curve(f"log_likelihood/{method}", curve)
         parent.log_curve(f"log_likelihood_by_us/{method}", curve,
-                         step_scale=1e6 * result["seconds_per_iteration"][method])
+                         step_scale=1e6 * result["seconds_per_iteration"][method],
+                         step_offset=start_us)
     best = max(s.final_log_likelihood for _, s in fits.values())
     parent.log_scalars({**result["metrics"], "target_log_likelihood": result["target"],
                         "best_final_log_likelihood": best})
@@ -101,9 +131,11 @@ def log_comparison(cfg, data_name: str, fits: dict, result: dict, parent) -> dic
         from mogjax.plotting import plot_curves
 
         methods = " vs ".join(cfg.compare)
+        cov = common.model_kwargs(cfg)["covariance_type"]
         fig = plot_curves(result["curves"], seconds=result["seconds_per_iteration"],
                           units={m: unit(m) for m in cfg.compare},
-                          title=f"{methods} on {data_name}, k={cfg.model.k}, one shared start",
+                          title=f"{methods} on {data_name}, k={cfg.model.k}, {cov} "
+                                "covariances, one shared start",
                           subtitle=f"Stopping rule: {configs.stop_rule(cfg.stop)}",
                           target=result["target"])
         parent.log_figure(fig, "curves.png")
@@ -113,31 +145,37 @@ def log_comparison(cfg, data_name: str, fits: dict, result: dict, parent) -> dic
 
 
 def describe(cfg, data_name: str, fits: dict, result: dict, charts: dict) -> str:
-    """The parent run's description: what ran, how it stopped and was timed, a table."""
+    """The parent run's description: the table first, then what ran, how it stopped
+    and how it was timed."""
     methods = list(cfg.compare)
-    head = (
-        f"**{' vs '.join(methods)}** from one shared start on {data_name} (k={cfg.model.k}, "
-        f"{common.model_kwargs(cfg)['covariance_type']} covariances, seed {cfg.seed}).\n\n"
-        f"- Stopping rule: {configs.stop_rule(cfg.stop)}.\n"
-        "- Time: each method is compiled first (`compile_seconds/<method>`, not counted), "
-        "then timed on a warm call of the same compiled program (`fit_seconds/<method>`); "
-        "iteration t is drawn at t x warm total / iterations (`seconds_per_iteration`), "
-        "so initialisation and dispatch are spread over the iterations.\n"
-        f"- Target: within {cfg.target_gap:g} nats per sample of the best final value "
-        f"({result['target'] + cfg.target_gap:.6f}).\n"
-        f"- Components aligned to {result['alignment']['reference']}'s (Hungarian "
-        "assignment, Bhattacharyya distance): `alignment.json`.\n\n"
-        "| method | final | iterations/steps | ms per iteration | ms to target | "
-        "max mean gap |\n|---|---|---|---|---|---|\n")
-    rows = []
+    rows = ["| method | final | iterations/steps | E-steps | ms per iteration | "
+            "ms to target | max mean gap |", "|---|---|---|---|---|---|---|"]
     for m in methods:
         s, t = fits[m][1], result["to_target"][m]
-        to_target = f"{1e3 * t['seconds_to_target']:.3g}" if t["reached_target"] else "not reached"
+        to_target = f"{t['ms_to_target']:.3g}" if t["reached_target"] else "not reached"
         gap = result["alignment"]["methods"][m]["max_mean_gap"]
-        rows.append(f"| {m} | {s.final_log_likelihood:.6f} | {s.n_iter} "
-                    f"{unit(m)}s | {1e3 * s.seconds_per_iteration:.3g} | {to_target} "
-                    f"| {gap:.3g} |")
-    return ui_layout.run_description(head + "\n".join(rows) + "\n", charts)
+        capped = " (budget)" if s.capped else ""
+        rows.append(f"| {m} | {s.final_log_likelihood:.6f} | {s.n_iter}{capped} "
+                    f"| {'-' if s.n_esteps is None else s.n_esteps} "
+                    f"| {1e3 * s.seconds_per_iteration:.3g} | {to_target} | {gap:.3g} |")
+    head = (
+        f"**{' vs '.join(methods)}** from one shared start on {data_name} (k={cfg.model.k}, "
+        f"{common.model_kwargs(cfg)['covariance_type']} covariances, seed {cfg.seed}, "
+        f"{configs.precision_of(cfg)}).\n\n" + "\n".join(rows) + "\n\n"
+        f"- Target: within {cfg.target_gap:g} nats per sample of the best final value of "
+        f"any method ({result['target']:.6f}); a method reaches it at the first "
+        "iteration or step whose value is at or above it.\n"
+        f"- Stopping rule: {configs.stop_rule(cfg.stop)}; \"(budget)\" marks a method "
+        "stopped by the budget, not the rule.\n"
+        "- Time: each method is compiled first (`compile_ms/<method>`, not counted), "
+        "then timed on a warm call of the same compiled program (`fit_ms/<method>`). "
+        f"The shared start (initialisation and its E-step) is timed apart, warm: "
+        f"{1e3 * result['init_seconds']:.3g} ms (`init_ms`). ms per iteration is "
+        "(warm total - start) / iterations; ms to target = start + iterations x "
+        "ms per iteration, and curve point t sits there on the time axis.\n"
+        f"- Components aligned to {result['alignment']['reference']}'s (Hungarian "
+        "assignment, Bhattacharyya distance): `alignment.json`. Plot: `curves.png`.\n")
+    return ui_layout.run_description(head, charts)
 
 
 def overlay_charts(run_id: str, experiment_id: str, methods: list[str]) -> dict[str, str]:

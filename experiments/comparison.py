@@ -3,9 +3,11 @@
 - **Time to target.** The target is ``target_gap`` (nats per sample) below the best
   final mean log-likelihood among the methods compared. For every method:
   ``iterations_to_target`` (the first iteration or step whose value reaches it),
-  ``seconds_to_target`` (that many warm iterations, ``experiments.timing``),
-  ``reached_target`` (1 or 0; the other two are left out when 0) and ``final_gap``
-  (best final value minus this method's).
+  ``ms_to_target`` (the shared start plus that many warm iterations,
+  ``experiments.timing``), ``reached_target`` (1 or 0; the other two are left out
+  when 0), ``target_met_at_start`` (1 when the start already reaches it) and
+  ``final_gap`` (best final value minus this method's). A study
+  (``experiments.study``) measures the same against one target per setting.
 - **Components aligned** (``mogjax.align``) to the reference method's (EM's when it is
   compared) before parameters are compared: ``max_mean_gap``, ``max_weight_gap``,
   ``max_covariance_gap`` and the matching order.
@@ -16,19 +18,31 @@ import numpy as np
 from mogjax.align import parameter_gaps
 
 
-def time_to_target(curves: dict, seconds_per_iteration: dict, target_gap: float):
+def first_reaching(curve, target: float) -> int | None:
+    """The first index of ``curve`` at or above ``target`` (None: never)."""
+    hits = np.flatnonzero(np.asarray(curve) >= target)
+    return int(hits[0]) if hits.size else None
+
+
+def reach(curve, target: float, seconds_per_iteration: float, start_seconds: float) -> dict:
+    """``reached_target``, ``target_met_at_start`` and, when reached,
+    ``iterations_to_target`` and ``ms_to_target`` (start + iterations x per-iteration)."""
+    hit = first_reaching(curve, target)
+    out = {"reached_target": float(hit is not None), "target_met_at_start": float(hit == 0)}
+    if hit is not None:
+        out["iterations_to_target"] = hit
+        out["ms_to_target"] = 1e3 * (start_seconds + hit * seconds_per_iteration)
+    return out
+
+
+def time_to_target(curves: dict, seconds_per_iteration: dict, target_gap: float,
+                   start_seconds: float = 0.0):
     """``({method: metrics}, target)`` for curves ``curve[:n_iter + 1]`` (see module)."""
     best = max(float(c[-1]) for c in curves.values())
     target = best - target_gap
-    out = {}
-    for method, curve in curves.items():
-        hits = np.flatnonzero(np.asarray(curve) >= target)
-        metrics = {"final_gap": best - float(curve[-1]), "reached_target": float(hits.size > 0)}
-        if hits.size:
-            metrics["iterations_to_target"] = int(hits[0])
-            metrics["seconds_to_target"] = int(hits[0]) * seconds_per_iteration[method]
-        out[method] = metrics
-    return out, target
+    return {method: {"final_gap": best - float(curve[-1]),
+                     **reach(curve, target, seconds_per_iteration[method], start_seconds)}
+            for method, curve in curves.items()}, target
 
 
 def reference_method(methods) -> str:
@@ -44,9 +58,10 @@ def alignment(params: dict) -> dict:
             "methods": {m: parameter_gaps(params[ref], p) for m, p in params.items()}}
 
 
-# What the parent run shows of each method's summary (the children have the rest).
-COMPARED = ("final_log_likelihood", "n_iter", "seconds_per_iteration", "fit_seconds",
-            "compile_seconds")
+# What the parent run shows of each method's summary (the children have the rest), by
+# metric name (``experiments.summary.scalars``: times in milliseconds).
+COMPARED = ("final_log_likelihood", "n_iter", "n_esteps", "ms_per_iteration", "fit_ms",
+            "compile_ms", "capped")
 
 
 def per_method_metrics(summaries: dict, to_target: dict, aligned: dict) -> dict:
@@ -55,7 +70,7 @@ def per_method_metrics(summaries: dict, to_target: dict, aligned: dict) -> dict:
     out = {}
     for method, summary in summaries.items():
         gaps = aligned["methods"][method]
-        values = {**{k: summary[k] for k in COMPARED}, **to_target[method],
+        values = {**{k: summary[k] for k in COMPARED if k in summary}, **to_target[method],
                   **{k: v for k, v in gaps.items() if k != "permutation"}}
         out.update({f"{name}/{method}": value for name, value in values.items()})
     return out

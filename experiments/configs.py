@@ -9,14 +9,19 @@ bad value is one line naming its key before any run is created.
 """
 
 import copy
+import dataclasses
+import difflib
+import inspect
 import math
+import typing
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf, open_dict
+import optax
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from mogjax.init import canonical_init
 from mogjax.optimizers import make_optimizer
@@ -35,28 +40,57 @@ class Missing(str, Enum):
     marginalize = "marginalize"  # fit_em(missing="marginalize"): EM on observed entries
 
 
-class DataName(str, Enum):
+class DataSource(str, Enum):
+    """Where a run's data come from (the ``data`` group's option)."""
+
     faithful = "faithful"
     iris = "iris"
-    synthetic = "synthetic"
+    synthetic = "synthetic"  # mogjax.make_mixture: random means, covariances, weights
+    separated = "separated"  # mogjax.make_separated_mixture: controlled overlap
     file = "file"
+
+
+DataName = DataSource  # its name before data.name became a free label
+
+
+class SeparatedCovariance(str, Enum):
+    identity = "identity"
+    random = "random"  # rotated, eigenvalues in [0.5, 1]
+
+
+class SeparatedWeights(str, Enum):
+    equal = "equal"
+    dirichlet = "dirichlet"
 
 
 @dataclass
 class DataConfig:
-    name: DataName = DataName.faithful
-    path: Optional[str] = None  # for name=file: a .csv or .npy
-    columns: Optional[int] = None  # for name=file: the number of columns it must have
+    source: DataSource = DataSource.faithful
+    # a free label: the run's `data` tag, names and titles (null: the source's name,
+    # or a file's stem)
+    name: Optional[str] = None
+    path: Optional[str] = None  # for source=file: a .csv or .npy
+    columns: Optional[int] = None  # for source=file: the number of columns it must have
+    # the data's column names (weights column left out), as the logged model takes
+    # them; null: a file's header, a shipped data set's names, else x1, x2, ...
+    column_names: Optional[List[str]] = None
     header: Optional[bool] = None  # for a .csv: null = a first row with no number in it
-    # for name=file: the column holding each row's weight (1 = the first, -1 = the last);
-    # the other columns are the data. null: every row weighs 1.
+    # for source=file: the column holding each row's weight (1 = the first, -1 = the
+    # last); the other columns are the data. null: every row weighs 1.
     weights_column: Optional[int] = None
-    n_samples: int = 1000  # synthetic only
+    n_samples: int = 1000  # synthetic and separated
     n_components: int = 3
     n_features: int = 2
-    separation: float = 5.0
+    separation: float = 5.0  # synthetic: about this many sds; separated: c of c sqrt(d)
+    covariance: SeparatedCovariance = SeparatedCovariance.identity  # separated only
+    weights: SeparatedWeights = SeparatedWeights.equal  # separated only
     seed: int = 0
     standardize: bool = False  # scale every feature to unit variance
+
+
+class Precision(str, Enum):
+    float32 = "float32"
+    float64 = "float64"
 
 
 @dataclass
@@ -152,6 +186,12 @@ class TrackingConfig:
 
 
 @dataclass
+class CacheConfig:
+    enabled: bool = True
+    dir: Optional[str] = None  # null: .cache/jax in the project folder (git-ignored)
+
+
+@dataclass
 class Config:
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
@@ -165,6 +205,12 @@ class Config:
     compare: list[str] = field(default_factory=lambda: ["em", "adam"])
     target_gap: float = 1e-3  # compare: "reached" = within this of the best final value
     tags: list[str] = field(default_factory=list)
+    # float32 or float64 for every array of the run (jax.enable_x64 around it);
+    # null: JAX's setting (float32 unless JAX_ENABLE_X64=1). Logged resolved.
+    precision: Optional[Precision] = None
+    # JAX's persistent compilation cache, so a program compiled once on this machine
+    # is read back by every later process (sweeps over processes, a second make run)
+    compilation_cache: "CacheConfig" = field(default_factory=lambda: CacheConfig())
 
 
 def register() -> None:
@@ -216,6 +262,8 @@ CHECKS = [
 
 
 FILE_KEYS = ("data.columns", "data.weights_column")
+# Methods of ``compare`` that are not optax optimisers: EM and its accelerations.
+NOT_OPTIMIZERS = ("em",)
 
 
 def plain(value) -> str:
@@ -226,44 +274,128 @@ def plain(value) -> str:
 def _applies(cfg, key: str) -> bool:
     group = key.split(".")[0]
     if group == "data":
-        return cfg.data.name == ("file" if key in FILE_KEYS else "synthetic")
+        source = DataSource(cfg.data.source).value
+        return source in (("file",) if key in FILE_KEYS else ("synthetic", "separated"))
     return group != "algorithm" or OmegaConf.select(cfg, key, default=MISSING) is not MISSING
 
 
-def validate(cfg) -> None:
-    """Every value checked (see module); raises ValueError naming the key, before any
-    data is loaded or any run is created."""
-    for key, (ok, requirement) in CHECKS:
-        if _applies(cfg, key) and not ok(value := OmegaConf.select(cfg, key)):
-            raise ValueError(f"{key} must be {requirement}, got {value}")
+def is_swept(key: str, swept) -> bool:
+    """Whether ``key`` takes a sweep's values: it or a group above it is swept (or a
+    preset is, which may set anything)."""
+    return any(key == s or key.startswith(s + ".") or s == "experiment" for s in swept)
+
+
+ALGORITHM_SCHEMAS = {"em": EMConfig, "gradient": GradientConfig, "meanshift": MeanShiftConfig,
+                     "variational": VariationalConfig}
+
+
+def _schema_of(cfg, path: str):
+    if path == "algorithm":
+        return ALGORITHM_SCHEMAS.get(str(OmegaConf.select(cfg, "algorithm.name")))
+    if path == "":
+        return Config
+    hint = typing.get_type_hints(Config).get(path)
+    return hint if dataclasses.is_dataclass(hint) else None
+
+
+def _nearest(key: str, valid: list[str]) -> str:
+    return difflib.get_close_matches(key, valid, n=1, cutoff=0.0)[0]
+
+
+def check_known_keys(cfg) -> None:
+    """Every key of the config is one the schema declares: Hydra's ``+key=value`` adds
+    a key to any node, and a key nothing reads would be logged as a setting it never
+    was. Raises ValueError naming the key and the nearest valid one (under
+    ``optimizer``, an argument of the optax constructor goes in ``optimizer.options``)."""
+    for path in ("", "data", "model", "algorithm", "optimizer", "tracking", "stop",
+                 "compilation_cache"):
+        node = cfg if path == "" else OmegaConf.select(cfg, path, default=None)
+        schema = _schema_of(cfg, path)
+        if not isinstance(node, DictConfig) or schema is None:
+            continue
+        valid = [f.name for f in dataclasses.fields(schema)]
+        for key in node.keys():
+            key = str(key)
+            if key in valid or (path == "" and key == "hydra"):
+                continue
+            full = f"{path}.{key}" if path else key
+            where = f"{path}." if path else ""
+            if path == "optimizer":
+                arguments = optax_arguments(OmegaConf.select(cfg, "optimizer.name"))
+                if key in arguments:
+                    raise ValueError(
+                        f"{full} is not a setting of the optimizer group: an argument of "
+                        f"optax.{cfg.optimizer.name} goes in optimizer.options "
+                        f"(+optimizer.options.{key}=...)")
+                valid = valid + [f"options.{a}" for a in arguments]
+            raise ValueError(f"{full} is not a setting (unknown key {key!r}); the nearest "
+                             f"valid one is {where}{_nearest(key, valid)}")
+
+
+def optax_arguments(name) -> list[str]:
+    """The keyword arguments of ``optax.<name>`` besides ``learning_rate`` (none for
+    a name that is not an optax optimiser)."""
+    fn = getattr(optax, str(name), None)
+    if not callable(fn):
+        return []
     try:
-        canonical_init(cfg.model.init)
-    except ValueError as err:
-        raise ValueError(f"model.init: {err}") from None
-    if cfg.data.name == DataName.file and not cfg.data.path:
+        return [p for p in inspect.signature(fn).parameters if p != "learning_rate"]
+    except (TypeError, ValueError):
+        return []
+
+
+def validate(cfg, swept=()) -> None:
+    """Every value checked (see module); raises ValueError naming the key, before any
+    data is loaded or any run is created. ``swept``: keys a multirun sweeps, left to
+    each job's own check (the sweep's config holds none of their values yet)."""
+    check_known_keys(cfg)
+    fixed = lambda *keys: not any(is_swept(k, swept) for k in keys)
+    for key, (ok, requirement) in CHECKS:
+        if fixed(key, "data.source") and _applies(cfg, key) and not ok(
+                value := OmegaConf.select(cfg, key)):
+            raise ValueError(f"{key} must be {requirement}, got {value}")
+    if fixed("model.init"):
+        try:
+            canonical_init(cfg.model.init)
+        except ValueError as err:
+            raise ValueError(f"model.init: {err}") from None
+    if fixed("data.source", "data.path") and (
+            cfg.data.source == DataSource.file and not cfg.data.path):
         raise ValueError("data=file needs data.path=PATH (a .csv or .npy file)")
-    if cfg.n_seeds > 1 and cfg.algorithm.name != "em":
+    if fixed("n_seeds", "algorithm") and cfg.n_seeds > 1 and cfg.algorithm.name != "em":
         raise ValueError(f"n_seeds={cfg.n_seeds} batches EM fits; algorithm "
                          f"{cfg.algorithm.name!r} runs one seed per job (use -m seed=...)")
-    if cfg.data.weights_column is not None and cfg.data.name != DataName.file:
+    if fixed("data.source", "data.weights_column") and (
+            cfg.data.weights_column is not None and cfg.data.source != DataSource.file):
         raise ValueError("data.weights_column names a column of a file: it needs data=file")
-    if cfg.data.weights_column is not None and cfg.algorithm.name == "variational":
+    if fixed("data.weights_column", "algorithm") and (
+            cfg.data.weights_column is not None and cfg.algorithm.name == "variational"):
         raise ValueError("algorithm=variational takes no sample weights: set "
                          "data.weights_column=null")
-    if cfg.model.missing == Missing.marginalize and (
-            cfg.algorithm.name != "em" or cfg.n_seeds > 1):
+    if fixed("model.missing", "algorithm", "n_seeds") and (
+            cfg.model.missing == Missing.marginalize and (
+                cfg.algorithm.name != "em" or cfg.n_seeds > 1)):
         raise ValueError("model.missing=marginalize is EM's (mogjax.fit_em): it needs "
                          "algorithm=em and n_seeds=1")
-    if cfg.algorithm.name == "variational" and cfg.model.covariance_type == "identity":
+    if fixed("algorithm", "model.covariance_type") and (
+            cfg.algorithm.name == "variational" and cfg.model.covariance_type == "identity"):
         raise ValueError("algorithm=variational has a prior on every covariance: "
                          "model.covariance_type must be full, tied, diag or spherical")
-    if cfg.n_seeds > 1 and cfg.stop.seconds is not None:
+    if fixed("algorithm", "model", "stop"):
+        kind = str(cfg.algorithm.name)
+        for key in UNUSED_SETTINGS.get(kind, ()):
+            default = OmegaConf.select(OmegaConf.structured(Config(model=ModelConfig())), key)
+            if key not in ONLY_LEFT_OUT and OmegaConf.select(cfg, key) != default:
+                raise ValueError(f"{key}={plain(OmegaConf.select(cfg, key))} does nothing "
+                                 f"with algorithm={kind}: leave it at {plain(default)}")
+    if fixed("n_seeds", "stop.seconds") and cfg.n_seeds > 1 and cfg.stop.seconds is not None:
         raise ValueError(f"n_seeds={cfg.n_seeds} runs every seed in one program, which "
                          "stops by tol or max_iter: set stop.seconds=null")
-    names = ([cfg.optimizer.name] if cfg.algorithm.name == "gradient" else []) + [
-        m for m in cfg.compare if m != "em"]
-    for name in dict.fromkeys(names):
-        check_optimizer(optimizer_config(cfg, name), cfg.stop.max_iter)
+    if fixed("optimizer", "algorithm", "compare", "stop.max_iter"):
+        names = ([cfg.optimizer.name] if cfg.algorithm.name == "gradient" else []) + [
+            m for m in cfg.compare if m not in NOT_OPTIMIZERS]
+        for name in dict.fromkeys(names):
+            check_optimizer(optimizer_config(cfg, name), cfg.stop.max_iter)
 
 
 def check_optimizer(opt, steps: int) -> None:
@@ -283,9 +415,11 @@ def validate_data(cfg, x) -> None:
                          "components")
 
 
-def validate_compare(cfg) -> None:
+def validate_compare(cfg, swept=()) -> None:
     """``validate``, and what a comparison from one shared start needs."""
-    validate(cfg)
+    validate(cfg, swept)
+    if is_swept("model", swept):
+        return
     if cfg.model.missing == Missing.marginalize:
         raise ValueError("model.missing=marginalize is EM's alone; compare needs complete "
                          "data (model.missing=error)")
@@ -299,13 +433,40 @@ def validate_compare(cfg) -> None:
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # The data settings each data set uses (the others are another data set's defaults).
 DATA_FIELDS = {"faithful": (), "iris": (), "file": ("path", "columns", "header", "weights_column"),
-               "synthetic": ("n_samples", "n_components", "n_features", "separation", "seed")}
+               "synthetic": ("n_samples", "n_components", "n_features", "separation", "seed"),
+               "separated": ("n_samples", "n_components", "n_features", "separation",
+                             "covariance", "weights", "seed")}
 # What each kind of run leaves out of its params: settings it does not read.
 UNUSED = {"compare": ("algorithm", "optimizer", "n_seeds"),
           "em": ("optimizer", "compare", "target_gap"),
           "gradient": ("compare", "target_gap", "n_seeds"),
           "meanshift": ("model", "optimizer", "stop", "compare", "target_gap", "n_seeds"),
           "variational": ("optimizer", "compare", "target_gap", "n_seeds")}
+# Single settings a kind of run does not read: left out of its params too, and refused
+# when set to anything but their default (``validate``), but for ONLY_LEFT_OUT.
+UNUSED_SETTINGS = {"gradient": ("model.n_init", "model.equal_weights", "model.missing"),
+                   "variational": ("model.equal_weights", "model.missing", "progress_every",
+                                   "stop.seconds"),
+                   "meanshift": ("seed", "progress_every")}
+ONLY_LEFT_OUT = ("seed", "progress_every")  # harmless when set: not refused
+
+
+def data_label(cfg) -> str:
+    """``data.name``, else a file's stem, else the source's name (``faithful``...)."""
+    if cfg.data.name:
+        return str(cfg.data.name)
+    if cfg.data.source == DataSource.file and cfg.data.path:
+        return Path(str(cfg.data.path)).stem
+    return plain(cfg.data.source)
+
+
+def precision_of(cfg) -> str:
+    """The run's precision: ``precision``, else JAX's current setting."""
+    import jax
+
+    if cfg.get("precision") is not None:
+        return plain(cfg.precision)
+    return "float64" if jax.config.jax_enable_x64 else "float32"
 
 
 def optimizer_config(cfg, name: str):
@@ -361,9 +522,18 @@ def run_params(cfg, method: str) -> dict:
     kind = kind_of(cfg, method)
     for key in UNUSED[kind]:
         out.pop(key, None)
+    for key in UNUSED_SETTINGS.get(kind, ()):
+        *parents, last = key.split(".")
+        node = out
+        for parent in parents:
+            node = node.get(parent, {})
+        node.pop(last, None)
     data = out["data"]
-    keep = ("name", "standardize", *DATA_FIELDS[data["name"]])
+    keep = ("source", "name", "standardize", "column_names", *DATA_FIELDS[data["source"]])
     out["data"] = {key: data[key] for key in keep}
+    out["data"]["name"] = data_label(cfg)
+    out["precision"] = precision_of(cfg)
+    out.pop("compilation_cache", None)  # where programs are cached: no part of the result
     out["method"] = method
     if kind != "meanshift":
         out["stop_rule"] = stop_rule(cfg.stop)

@@ -34,12 +34,12 @@ def compute(cfg, data: common.Data) -> tuple:
 
 
 def run_name(cfg, data_name: str) -> str:
-    """``<method>-<data>-k<k>-seed<seed>``; mean shift, which has no k, by bandwidth."""
+    """``<method> <data> k<k> seed<seed>``; mean shift, which has no k, by bandwidth."""
     if cfg.tracking.run_name:
         return cfg.tracking.run_name
     if cfg.algorithm.name == "meanshift":
-        return f"meanshift-{data_name}-bw{cfg.algorithm.bandwidth:.3g}"
-    return f"{method_of(cfg)}-{data_name}-k{cfg.model.k}-seed{cfg.seed}"
+        return f"meanshift {data_name} bw{cfg.algorithm.bandwidth:.3g}"
+    return f"{method_of(cfg)} {data_name} k{cfg.model.k} seed{cfg.seed}"
 
 
 def run(cfg: DictConfig) -> MixtureSummary | MeanShiftSummary | SeedsSummary | VariationalSummary:
@@ -53,6 +53,11 @@ def run(cfg: DictConfig) -> MixtureSummary | MeanShiftSummary | SeedsSummary | V
     configs.validate(cfg)
     if cfg.tracking.enabled:
         store.check(store.tracking_uri(cfg))
+    with common.precision(cfg):
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig):
     data = common.load_data(cfg)
     x, data_name = data.x, data.name
     configs.validate_data(cfg, x)
@@ -64,7 +69,7 @@ def run(cfg: DictConfig) -> MixtureSummary | MeanShiftSummary | SeedsSummary | V
         return compute(cfg, data)[1]
     algorithm, method = cfg.algorithm.name, method_of(cfg)
     tags = {"data": data_name, "data_hash": data.hash(), "algorithm": algorithm,
-            "method": method, "seed": str(cfg.seed)}
+            "method": method, "seed": str(cfg.seed), **common.job_tags()}
     with tracking.start_run(cfg, run_name(cfg, data_name), tags) as run:
         run.log_config(cfg, configs.run_params(cfg, method))
         run.log_scalars(data.metrics())
@@ -108,16 +113,16 @@ def log_seeds(cfg, data: common.Data, fits, out: SeedsSummary) -> str:
     seeds, x, data_name = out.seeds, data.x, data.name
     tags = {"data": data_name, "data_hash": data.hash(), "algorithm": "em",
             "method": "em", "sweep_id": uuid.uuid4().hex[:12], "batched": "true"}
-    name = cfg.tracking.run_name or f"seeds-{data_name}-k{cfg.model.k}-{seeds[0]}..{seeds[-1]}"
+    name = cfg.tracking.run_name or f"em {data_name} k{cfg.model.k} seeds {seeds[0]}..{seeds[-1]}"
     with tracking.start_run(cfg, name, {**tags, "sweep_parent": "true"}) as parent:
         parent.log_config(cfg, configs.run_params(cfg, "em"))
-        parent.log_scalars({"batch_fit_seconds": out.batch_fit_seconds,
-                            "batch_compile_seconds": out.batch_compile_seconds,
+        parent.log_scalars({"batch_fit_ms": 1e3 * out.batch_fit_seconds,
+                            "batch_compile_ms": 1e3 * out.batch_compile_seconds,
                             "n_seeds": len(seeds)})
         for seed, fit, summary in zip(seeds, fits, out.fits):
             seed_cfg = OmegaConf.merge(cfg, {"seed": seed, "n_seeds": 1})
             try:
-                with tracking.start_run(seed_cfg, f"em-{data_name}-k{cfg.model.k}-seed{seed}",
+                with tracking.start_run(seed_cfg, f"em {data_name} k{cfg.model.k} seed{seed}",
                                         {**tags, "seed": str(seed)}, parent=parent) as child:
                     child.log_config(seed_cfg, configs.run_params(seed_cfg, "em"))
                     with common.degenerate_logged(child):

@@ -14,6 +14,8 @@ import sys
 import threading
 from contextlib import contextmanager
 
+import jax
+
 # Called by ``hard_exit`` (e.g. to close a sweep's parent run); see there.
 EXIT_HOOKS: list = []
 
@@ -72,15 +74,18 @@ def interruptible(fn, *args, **kwargs):
     signals. Returns its value or raises its exception.
 
     If a signal interrupts the wait, the exception propagates at once and the worker
-    is abandoned (it dies with the process).
+    is abandoned (it dies with the process). The worker computes in the caller's
+    precision (``jax.enable_x64`` is a per-thread setting).
     """
     if not _in_main_thread():
         return fn(*args, **kwargs)
     box = {}
+    x64 = bool(jax.config.jax_enable_x64)
 
     def target():
         try:
-            box["value"] = fn(*args, **kwargs)
+            with jax.enable_x64(x64):
+                box["value"] = fn(*args, **kwargs)
         except BaseException as err:  # handed to the main thread below
             box["error"] = err
 

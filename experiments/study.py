@@ -1,32 +1,45 @@
-"""A study: a ``compare.py`` multirun over seeds and data sets, summarised on the sweep's
-parent run once its jobs are done.
+"""A study: a ``compare.py`` multirun across settings, summarised on the sweep's parent
+run once its jobs are done.
 
-    python experiments/compare.py -m seed=0,1,2,3,4,5,6,7,8,9 data=faithful,iris
+    python experiments/compare.py -m experiment=overlap_study        # the preset
+    python experiments/compare.py -m data=file data.path=a.csv,b.csv seed=0,1,2
+    python experiments/compare.py -m data=separated data.separation=0.5,1,2,4 seed=0,1,2
 
-Every job is a comparison run (tag ``algorithm=compare``) with a child per method; a
-group is a data set (``faithful-k2`` when the study sweeps ``model.k``). Per group and
-method, ``study_summary.json`` (and ``.csv``, one row each) holds, over the seeds:
+Every job is a comparison run (tag ``algorithm=compare``) with a child per method.
+**A setting** is one combination of the values of the swept keys, the seed aside
+(any Hydra key: data files, generator settings, model settings, precision, the
+methods); its name is ``key=value, ...`` (``separation=0.5, n_features=2``), or the
+data set's name when only seeds are swept.
 
-- ``final_log_likelihood``: median, quartiles and interquartile range;
-- ``fraction_reaching_best``: the share of seeds whose final value is within
-  ``target_gap`` of the best value any run of the group found;
-- ``fraction_reaching_target``, ``median_iterations_to_target``,
-  ``median_seconds_to_target`` (over the seeds that reached their own comparison's
-  target, ``experiments.comparison``);
-- median warm ``seconds_per_iteration``, ``fit_seconds``, ``compile_seconds``;
-- ``median_max_mean_gap_to_best``: components aligned (``mogjax.align``) to the
-  group's best run before the largest distance between matched means is taken;
-- ``runs`` and ``failures`` (jobs where this method has no finished run).
+**One target per setting**: the best final mean log-likelihood of any method and seed
+of the setting, minus ``target_gap``. Per setting and method, ``study_summary.json``
+(and ``.csv``, one row each, a column per swept key) holds:
 
-``study_curves.png`` draws, per group and method, the median curve with an
-interquartile band against iterations/steps and against warm milliseconds. The
-headline numbers are also metrics of the parent (``fraction_reaching_best/<group>/<method>``,
-``median_seconds_to_target/...``, ...), so its metric charts compare them.
+- ``runs`` (jobs of the setting), ``failures`` (jobs where the method has no
+  finished run), ``reached_target`` (a count), ``capped`` (runs stopped by their
+  budget, not by the rule), ``target_met_at_start`` (a count);
+- medians (and quartiles) of ``iterations_to_target``, ``ms_to_target`` and
+  ``esteps_to_target`` **over all runs**, a run that failed or never reached the
+  target counting as never reaching it: the median is ``null`` in the JSON (empty in
+  the CSV, "never" in the description) when fewer than half reached it, never a
+  number taken from the runs that did;
+- ``final_log_likelihood`` (median, quartiles), median ``ms_per_iteration``,
+  ``init_ms``, ``compile_ms`` (what each run paid: 0 where its process or the
+  persistent compilation cache already held the programs) and ``compile_cache_hits``.
+
+Time to target is the shared start plus iterations x the loop's per-iteration time
+(``experiments.timing``); E-steps to target is iterations x the method's E-steps per
+iteration (its ``n_esteps / n_iter``: exact for EM, one per iteration, an average for
+the accelerated methods). ``study_settings.png`` draws iterations and milliseconds to
+target against the swept setting, ``study_curves.png`` the gap to each setting's best
+value (``experiments.study_plots``).
 """
 
 import ast
 import csv
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 from mlflow.tracking import MlflowClient
@@ -34,8 +47,93 @@ from mlflow.tracking import MlflowClient
 from experiments import tracking
 from experiments.store import tracking_uri
 
-QUANTITIES = ("final_log_likelihood", "seconds_per_iteration", "fit_seconds",
-              "compile_seconds", "n_iter")
+# Metrics of a method run that the summary reads (``experiments.summary.scalars``).
+RUN_METRICS = ("final_log_likelihood", "n_iter", "n_esteps", "ms_per_iteration", "init_ms",
+               "fit_ms", "compile_ms", "compile_cache_hits", "capped")
+# What a setting's jobs may log of EM's theory (``mogjax.theory``), summarised as medians.
+THEORY_METRICS = ("em_rate", "em_rate_empirical", "missing_information_max",
+                  "responsibility_entropy")
+
+
+def short_key(key: str) -> str:
+    """``data.separation`` -> ``separation``; a group (``data``) stays itself."""
+    return key.rsplit(".", 1)[-1]
+
+
+def setting_of(job, swept: list[str]) -> dict[str, str]:
+    """``{key: value}`` of the swept keys (seed aside) in one job's own overrides."""
+    overrides = json.loads(job.data.tags.get("job_overrides", "[]"))
+    values = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        values[key.lstrip("+~")] = value
+    return {key: values.get(key, "?") for key in swept}
+
+
+def setting_name(values: dict[str, str], data_name: str) -> str:
+    """``separation=0.5, n_features=2`` (a file by its name, not its folder); the data
+    set's name when only seeds are swept."""
+    shown = lambda k, v: Path(v).name if k.endswith("path") else v
+    return ", ".join(f"{short_key(k)}={shown(k, v)}" for k, v in values.items()) or data_name
+
+
+def collect(client: MlflowClient, experiment_id: str, sweep_id: str, parent_id: str):
+    """The study's runs, grouped: ``(settings, swept)`` where ``settings`` is
+    ``{name: {"values": {key: value}, "jobs": n, "methods": {method: [record]},
+    "theory": [metrics of each job]}}`` in the order first met, and ``swept`` the
+    swept keys (seed aside)."""
+    from experiments.sweep import swept_keys
+
+    parent = client.get_run(parent_id)
+    swept = [k for k in swept_keys(parent.data.params) if k != "seed"]
+    runs = client.search_runs([experiment_id], f"tags.sweep_id = '{sweep_id}'",
+                              max_results=50000, order_by=["attributes.start_time ASC"])
+    jobs = {r.info.run_id: r for r in runs if r.data.tags.get("algorithm") == "compare"
+            and r.data.tags.get("mlflow.parentRunId") == parent_id}
+    settings, name_of = {}, {}
+    for job_id, job in jobs.items():
+        values = setting_of(job, swept)
+        name = setting_name(values, job.data.tags.get("data", "?"))
+        name_of[job_id] = name
+        entry = settings.setdefault(name, {"values": values, "jobs": 0, "methods": {},
+                                           "theory": []})
+        entry["jobs"] += 1
+        entry["theory"].append({k: job.data.metrics.get(k) for k in THEORY_METRICS})
+        for m in ast.literal_eval(job.data.params.get("compare", "[]")):
+            entry["methods"].setdefault(m, [])
+    for run in runs:
+        job_id = run.data.tags.get("mlflow.parentRunId")
+        if job_id not in jobs or run.info.status != "FINISHED":
+            continue
+        history = client.get_metric_history(run.info.run_id, "log_likelihood")
+        record = {"run_id": run.info.run_id, "seed": jobs[job_id].data.tags.get("seed"),
+                  "curve": np.array([m.value for m in sorted(history, key=lambda m: m.step)]),
+                  **{q: run.data.metrics.get(q) for q in RUN_METRICS}}
+        settings[name_of[job_id]]["methods"].setdefault(run.data.tags["method"], []).append(
+            record)
+    return settings, swept
+
+
+def _to_target(record: dict, target: float) -> dict:
+    """One run's iterations, milliseconds and E-steps to ``target`` (inf: never)."""
+    hits = np.flatnonzero(record["curve"] >= target)
+    if not hits.size:
+        return {"iterations": np.inf, "ms": np.inf, "esteps": np.inf, "at_start": False}
+    t = int(hits[0])
+    n_iter, n_esteps = max(record["n_iter"] or 0, 1), record["n_esteps"]
+    per_iter = (n_esteps - 1) / n_iter if n_esteps else 1.0  # the start's E-step aside
+    ms = (record["init_ms"] or 0.0) + t * (record["ms_per_iteration"] or 0.0)
+    return {"iterations": t, "ms": ms, "esteps": 1 + t * per_iter, "at_start": t == 0}
+
+
+def _quartiles(values) -> dict:
+    """Median and quartiles of ``values`` (inf = never); a quartile that is inf is None."""
+    if not len(values):
+        return {"median": None, "q25": None, "q75": None}
+    with np.errstate(invalid="ignore"):  # inf - inf between two runs that never reached
+        q25, q50, q75 = np.percentile(np.asarray(values, dtype=float), [25, 50, 75])
+    as_value = lambda v: float(v) if np.isfinite(v) else None
+    return {"median": as_value(q50), "q25": as_value(q25), "q75": as_value(q75)}
 
 
 def _median(values) -> float | None:
@@ -43,94 +141,54 @@ def _median(values) -> float | None:
     return float(np.median(values)) if values else None
 
 
-def collect(client: MlflowClient, experiment_id: str, sweep_id: str, parent_id: str) -> dict:
-    """``{group: {method: [run record, ...]}}`` of the study's finished method runs,
-    and per group the number of jobs: ``(groups, jobs_per_group, methods)``."""
-    runs = client.search_runs([experiment_id], f"tags.sweep_id = '{sweep_id}'",
-                              max_results=50000)
-    jobs = {r.info.run_id: r for r in runs if r.data.tags.get("algorithm") == "compare"
-            and r.data.tags.get("mlflow.parentRunId") == parent_id}
-    ks = {r.data.params.get("model.k") for r in jobs.values()}
-
-    def group(job) -> str:
-        name = job.data.tags.get("data", "?")
-        return name if len(ks) == 1 else f"{name}-k{job.data.params.get('model.k')}"
-
-    methods, jobs_per_group, groups = [], {}, {}
-    for job in jobs.values():
-        jobs_per_group[group(job)] = jobs_per_group.get(group(job), 0) + 1
-        for m in ast.literal_eval(job.data.params.get("compare", "[]")):
-            methods += [m] if m not in methods else []
-    for run in runs:
-        job = jobs.get(run.data.tags.get("mlflow.parentRunId"))
-        if job is None or run.info.status != "FINISHED":
-            continue
-        method = run.data.tags["method"]
-        history = client.get_metric_history(run.info.run_id, "log_likelihood")
-        record = {"run_id": run.info.run_id, "seed": job.data.tags.get("seed"),
-                  "curve": np.array([m.value for m in sorted(history, key=lambda m: m.step)]),
-                  **{q: run.data.metrics.get(q) for q in QUANTITIES},
-                  **{q: job.data.metrics.get(f"{q}/{method}") for q in
-                     ("reached_target", "iterations_to_target", "seconds_to_target")}}
-        groups.setdefault(group(job), {}).setdefault(method, []).append(record)
-    return groups, jobs_per_group, methods
-
-
-def _gaps_to_best(records: list, uri: str) -> dict:
-    """``{run_id: max_mean_gap}`` of every run's components, aligned to the best run's."""
-    from mogjax.align import parameter_gaps
-
-    best = max(records, key=lambda r: r["final_log_likelihood"])
-    ref = tracking.load_run_params(best["run_id"], uri)
+def summarize(settings: dict, target_gap: float) -> dict:
+    """The summary (see module) from ``collect``'s settings."""
     out = {}
-    for r in records:
-        try:
-            out[r["run_id"]] = parameter_gaps(ref, tracking.load_run_params(r["run_id"], uri))[
-                "max_mean_gap"]
-        except ValueError:  # another k or d
-            out[r["run_id"]] = None
-    return out
-
-
-def summarize(groups: dict, jobs_per_group: dict, methods: list, target_gap: float,
-              uri: str | None = None) -> dict:
-    """The summary (see module) from ``collect``'s records."""
-    out = {}
-    for name in sorted(jobs_per_group):
-        by_method = groups.get(name, {})
-        records = [r for rs in by_method.values() for r in rs]
+    for name, entry in settings.items():
+        records = [r for rs in entry["methods"].values() for r in rs]
         best = max((r["final_log_likelihood"] for r in records), default=None)
-        gaps = _gaps_to_best(records, uri) if records else {}
-        entries = {}
-        for method in methods:
-            rs = by_method.get(method, [])
-            finals = np.array([r["final_log_likelihood"] for r in rs])
-            reached = [r for r in rs if r["reached_target"] == 1.0]
-            q25, q50, q75 = np.percentile(finals, [25, 50, 75]) if rs else (None,) * 3
-            entries[method] = {
-                "runs": jobs_per_group[name], "failures": jobs_per_group[name] - len(rs),
-                "final_log_likelihood": {"median": q50, "q25": q25, "q75": q75,
-                                         "iqr": None if q50 is None else q75 - q25},
-                "fraction_reaching_best": (float(np.mean(finals >= best - target_gap))
-                                           if rs else None),
-                "fraction_reaching_target": len(reached) / len(rs) if rs else None,
-                "median_iterations_to_target": _median(r["iterations_to_target"] for r in reached),
-                "median_seconds_to_target": _median(r["seconds_to_target"] for r in reached),
-                **{f"median_{q}": _median(r[q] for r in rs) for q in QUANTITIES[1:]},
-                "median_max_mean_gap_to_best": _median(gaps[r["run_id"]] for r in rs),
+        target = None if best is None else best - target_gap
+        methods = {}
+        for method, rs in entry["methods"].items():
+            never = {"iterations": np.inf, "ms": np.inf, "esteps": np.inf, "at_start": False}
+            reach = [_to_target(r, target) for r in rs] + [never] * (entry["jobs"] - len(rs))
+            finals = [r["final_log_likelihood"] for r in rs]
+            methods[method] = {
+                "runs": entry["jobs"], "failures": entry["jobs"] - len(rs),
+                "reached_target": int(sum(np.isfinite(x["iterations"]) for x in reach)),
+                "capped": int(sum(bool(r["capped"]) for r in rs)),
+                "target_met_at_start": int(sum(x["at_start"] for x in reach)),
+                "iterations_to_target": _quartiles([x["iterations"] for x in reach]),
+                "ms_to_target": _quartiles([x["ms"] for x in reach]),
+                "esteps_to_target": _quartiles([x["esteps"] for x in reach]),
+                "final_log_likelihood": _quartiles(finals),
+                **{f"median_{q}": _median(r[q] for r in rs) for q in
+                   ("ms_per_iteration", "init_ms", "compile_ms", "n_iter", "n_esteps")},
+                "compile_cache_hits": int(sum(r["compile_cache_hits"] or 0 for r in rs)),
+                "per_run": [{"seed": r["seed"], "run_id": r["run_id"],
+                             **{k: (float(v) if np.isfinite(v) else None)
+                                for k, v in x.items() if k != "at_start"}}
+                            for r, x in zip(rs, reach)],
             }
-        out[name] = {"best_final_log_likelihood": best, "methods": entries}
+        theory = {f"median_{k}": _median(t[k] for t in entry["theory"]) for k in THEORY_METRICS}
+        out[name] = {"values": entry["values"], "best_final_log_likelihood": best,
+                     "target": target, "methods": methods,
+                     **{k: v for k, v in theory.items() if v is not None}}
     return out
 
 
 def to_csv(summary: dict) -> str:
-    """One row per group and method; nested values as ``final_log_likelihood_median``..."""
+    """One row per setting and method, a column per swept key; nested values as
+    ``ms_to_target_median``...; a median that is never reached is empty."""
     rows = []
-    for group, entry in summary["groups"].items():
+    for name, entry in summary["settings"].items():
         for method, values in entry["methods"].items():
-            row = {"group": group, "method": method,
+            row = {"setting": name, **entry["values"], "method": method,
+                   "target": entry["target"],
                    "best_final_log_likelihood": entry["best_final_log_likelihood"]}
             for key, value in values.items():
+                if key == "per_run":
+                    continue
                 if isinstance(value, dict):
                     row.update({f"{key}_{k}": v for k, v in value.items()})
                 else:
@@ -144,62 +202,84 @@ def to_csv(summary: dict) -> str:
     return buffer.getvalue()
 
 
-def headline_metrics(summary: dict) -> dict:
-    """``{"<quantity>/<group>/<method>": value}`` of the summary's headline numbers,
-    for the parent's metric charts (one section per quantity)."""
-    out = {}
-    for group, entry in summary["groups"].items():
+# The parent's headline metrics: ``<name>/<method>`` with step = the setting's index in
+# the description's table, so one chart holds a method across every setting.
+HEADLINES = {"median_ms_to_target": ("ms_to_target", "median"),
+             "median_iterations_to_target": ("iterations_to_target", "median"),
+             "median_esteps_to_target": ("esteps_to_target", "median"),
+             "reached_target": ("reached_target", None)}
+
+
+def headline_metrics(summary: dict) -> list[tuple[str, float, int]]:
+    """``[(key, value, step)]`` of the headline numbers (``HEADLINES``); a median that
+    is never reached is left out (the description says "never")."""
+    out = []
+    for step, entry in enumerate(summary["settings"].values()):
         for method, v in entry["methods"].items():
-            values = {"median_final_log_likelihood": v["final_log_likelihood"]["median"],
-                      **{k: v[k] for k in ("fraction_reaching_best", "fraction_reaching_target",
-                                           "median_seconds_to_target", "failures")}}
-            out.update({f"{k}/{group}/{method}": x for k, x in values.items() if x is not None})
+            for name, (field, part) in HEADLINES.items():
+                value = v[field] if part is None else v[field][part]
+                if value is not None:
+                    out.append((f"{name}/{method}", float(value), step))
     return out
 
 
-def describe(summary: dict) -> str:
-    """A markdown table of the summary for the parent run's description."""
-    lines = ["| data | method | median final (IQR) | reaching best | median ms to target "
-             "| failures |", "|---|---|---|---|---|---|"]
-    for group, entry in summary["groups"].items():
+def _cell(quartiles: dict, fmt: str = ".3g") -> str:
+    return "never" if quartiles["median"] is None else f"{quartiles['median']:{fmt}}"
+
+
+def describe(summary: dict, stop_rule: str = "") -> str:
+    """The parent run's description: the table first, then how to read it."""
+    lines = ["| # | setting | method | reached/runs | median iterations to target | "
+             "median ms to target | median E-steps to target | capped | failures |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for step, (name, entry) in enumerate(summary["settings"].items()):
         for method, v in entry["methods"].items():
-            final = v["final_log_likelihood"]
-            if final["median"] is None:
-                lines.append(f"| {group} | {method} | - | - | - | {v['failures']} |")
-                continue
-            ms = v["median_seconds_to_target"]
             lines.append(
-                f"| {group} | {method} | {final['median']:.6f} ({final['iqr']:.2g}) | "
-                f"{v['fraction_reaching_best']:.0%} | "
-                f"{'-' if ms is None else f'{1e3 * ms:.3g}'} | {v['failures']} |")
-    return "\n".join(lines)
+                f"| {step} | {name} | {method} | {v['reached_target']}/{v['runs']} | "
+                f"{_cell(v['iterations_to_target'], '.0f')} | {_cell(v['ms_to_target'])} | "
+                f"{_cell(v['esteps_to_target'], '.0f')} | {v['capped']} | {v['failures']} |")
+    gap = summary["target_gap"]
+    return "\n".join(lines) + (
+        f"\n\n**How to read it.** One target per setting: the best final mean "
+        f"log-likelihood any method and seed of the setting reached, minus {gap:g} nats "
+        "per sample; a run reaches it at its first iteration or step at or above it. "
+        "Medians are over all runs of the setting: a run that failed or never reached the "
+        "target counts as never reaching it, so a median reads \"never\" when fewer than "
+        "half reached it. Milliseconds to target = the shared start (initialisation and "
+        "its E-step, timed warm) + iterations x the loop's warm time per iteration; "
+        "E-steps count every likelihood-and-statistics evaluation. \"capped\": runs "
+        "stopped by the budget, not the stopping rule"
+        + (f" ({stop_rule})" if stop_rule else "") + ". The headline metrics "
+        "(`median_ms_to_target/<method>`...) have the setting's # as their step.\n\n"
+        "Artifacts: `study_summary.csv` / `.json` (per run too), `study_settings.png` "
+        "(cost to target against the swept setting), `study_curves.png` (gap to each "
+        "setting's best value).")
 
 
 def log_study(config, parent_id: str, sweep_id: str, description: str) -> dict | None:
     """Summarise the study under ``parent_id`` into its artifacts and description;
     returns the summary (None when the sweep holds no comparison)."""
+    from experiments import study_plots
+    from experiments.configs import stop_rule
+
     uri = tracking_uri(config)
     client = MlflowClient(uri)
     exp_id = client.get_run(parent_id).info.experiment_id
-    groups, jobs_per_group, methods = collect(client, exp_id, sweep_id, parent_id)
-    if not jobs_per_group:
+    settings, swept = collect(client, exp_id, sweep_id, parent_id)
+    if not settings:
         return None
     summary = {"sweep_id": sweep_id, "parent_run_id": parent_id,
-               "target_gap": config.target_gap,
-               "groups": summarize(groups, jobs_per_group, methods, config.target_gap, uri)}
+               "target_gap": config.target_gap, "swept": swept,
+               "settings": summarize(settings, config.target_gap)}
     parent = tracking.attach(parent_id, uri)
-    parent.log_scalars(headline_metrics(summary))
+    parent.log_steps(headline_metrics(summary))
     parent.log_dict(summary, "study_summary.json")
     parent.log_text(to_csv(summary), "study_summary.csv")
-    curves = {g: {m: [(r["curve"], r["seconds_per_iteration"]) for r in groups[g][m]]
-                  for m in methods if m in groups[g]} for g in sorted(groups)}
-    if curves:  # one figure per study, drawn even when the runs' plots are off
-        from mogjax.plotting import plot_study_curves
-
-        from experiments.configs import stop_rule
-
-        fig = plot_study_curves(curves, title=f"Study {sweep_id}: median and interquartile "
-                                "range over seeds", subtitle=f"Stopping rule: {stop_rule(config.stop)}")
-        parent.log_figure(fig, "study_curves.png")
-    parent.set_tags({"mlflow.note.content": f"{description}\n\n{describe(summary)}"})
+    rule = stop_rule(config.stop)
+    title = f"Study {sweep_id}: {study_plots.what_was_fitted(config)}"
+    parent.log_figure(study_plots.plot_settings(summary, title=title), "study_settings.png")
+    parent.log_figure(study_plots.plot_curves(summary, settings, title=title,
+                                              subtitle=f"Stopping rule: {rule}"),
+                      "study_curves.png")
+    parent.set_tags({"mlflow.note.content": f"{describe(summary, rule)}\n\n{description}"})
     return summary

@@ -59,20 +59,22 @@ class SweepCallback(Callback):
 
     def _open_parent(self, config: DictConfig) -> None:
         task = config.hydra.job.name
-        (configs.validate_compare if task == "compare" else configs.validate)(config)
+        overrides = sweep_overrides(config)
+        swept = swept_keys(overrides)
+        (configs.validate_compare if task == "compare" else configs.validate)(config, swept)
         if not config.tracking.enabled:
             return
         uri = tracking_uri(config)
         exp_id = store.prepare(uri, config.tracking.experiment_name)
         reap_at_start(uri, usable_folder(config.tracking.fallback_dir))
         sweep_id = uuid.uuid4().hex[:12]
-        overrides = sweep_overrides(config)
         self.description = describe_sweep(task, overrides)
         tags = tracking.run_tags(config, {"sweep_id": sweep_id, "sweep_parent": "true",
                                           "sweep_task": task,
                                           "mlflow.note.content": self.description}, None)
         client = MlflowClient(uri)
-        run = client.create_run(exp_id, run_name=f"{task}-sweep-{sweep_id}", tags=tags)
+        name = f"{'-'.join(config.tags) or task} sweep {sweep_id}"
+        run = client.create_run(exp_id, run_name=name, tags=tags)
         client.log_batch(run.info.run_id,
                          params=[Param(k, v[:6000]) for k, v in overrides.items()])
         os.environ[PARENT_ENV] = run.info.run_id
@@ -132,6 +134,23 @@ def sweep_overrides(config: DictConfig) -> dict[str, str]:
     for item in config.hydra.overrides.task:
         key, _, value = item.partition("=")
         out[key.lstrip("+~")] = value
+    return out
+
+
+def swept_keys(overrides: dict[str, str]) -> list[str]:
+    """The keys of ``overrides`` that take several values (``a,b``, ``range(...)``,
+    ``choice(...)``; a list value such as ``[em,adam]`` is one value)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out = []
+    for key, value in overrides.items():
+        try:
+            override = parser.parse_override(f"{key}={value}")
+        except Exception:  # noqa: BLE001 (Hydra's own error comes with the jobs)
+            continue
+        if override.is_sweep_override():
+            out.append(key)
     return out
 
 

@@ -110,12 +110,19 @@ class Run:
             self.record.add_metrics(metrics)
         self._send(lambda c: c.log_batch(self.run_id, metrics=metrics))
 
-    def log_curve(self, key: str, curve, *, step_scale: float = 1.0) -> None:
-        """A curve as metric ``key`` with ``step`` = index (times ``step_scale``), one
-        batch; NaN entries (past the end of a fit) are skipped."""
+    def log_curve(self, key: str, curve, *, step_scale: float = 1.0,
+                  step_offset: float = 0.0) -> None:
+        """A curve as metric ``key`` with ``step`` = ``step_offset`` + index x
+        ``step_scale`` (rounded), one batch; NaN entries (past the end of a fit) are
+        skipped."""
         now = int(time.time() * 1000)
-        self.log_metrics([Metric(key, float(v), now, int(round(t * step_scale)))
+        self.log_metrics([Metric(key, float(v), now, int(round(step_offset + t * step_scale)))
                           for t, v in enumerate(np.asarray(curve, np.float64)) if np.isfinite(v)])
+
+    def log_steps(self, values: list) -> None:
+        """``[(key, value, step)]`` in one batch."""
+        now = int(time.time() * 1000)
+        self.log_metrics([Metric(k, float(v), now, int(step)) for k, v, step in values])
 
     def log_scalars(self, values: dict) -> None:
         now = int(time.time() * 1000)

@@ -5,7 +5,9 @@ and a scikit-learn-style face over it. See docs/design.md for the layers.
 """
 
 from mogjax.batched import fit_em_seeds
-from mogjax.datasets import load_iris, load_old_faithful, make_mixture
+from mogjax.datasets import (
+    bayes_error, load_iris, load_old_faithful, make_mixture, make_separated_mixture,
+)
 from mogjax.em import e_step, em_step, fit_em
 from mogjax.bandwidth import estimate_bandwidth
 from mogjax.gradient import GradientResult, fit_gradient
@@ -82,6 +84,8 @@ __all__ = [
     "log_likelihood",
     "m_step",
     "make_mixture",
+    "make_separated_mixture",
+    "bayes_error",
     "mahalanobis",
     "mean_log_likelihood",
     "mean_shift",
