@@ -71,9 +71,19 @@ def fit_again(config_text: str, method: str):
 
     from experiments import common, configs
 
-    cfg = OmegaConf.merge(OmegaConf.structured(configs.Config), OmegaConf.create(config_text))
+    raw = OmegaConf.create(config_text)
+    if "data" in raw and "source" not in raw.data:  # logged before data.source: name was it
+        raw.data.source = raw.data.name
+    cfg = OmegaConf.merge(OmegaConf.structured(configs.Config), raw)
     cfg.tracking.enabled = False
     configs.validate(cfg)
+    with common.precision(cfg):  # the logged precision key, where the run had one
+        return _fit(cfg, method)
+
+
+def _fit(cfg, method: str):
+    from experiments import common
+
     data = common.load_data(cfg)
     if method == "meanshift":
         result, _ = common.fit_mean_shift(cfg, data.x, data.weights)
