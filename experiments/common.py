@@ -314,16 +314,18 @@ def log_mixture_fit(run, cfg, result, x, summary: MixtureSummary, data_name: str
         return
     from mogjax.plotting import plot_clusters, plot_curves
 
-    title = (f"{method} on {data_name}, k={cfg.model.k}: final mean log-likelihood "
-             f"{summary.final_log_likelihood:.6f} after {n_iter} {unit(method)}s")
+    what = (f"{method} on {data_name}, k={cfg.model.k}, "
+            f"{configs.plain(cfg.model.covariance_type)} covariances")
+    title = (f"{what}: final mean log-likelihood {summary.final_log_likelihood:.6f} after "
+             f"{n_iter} {unit(method)}s")
     run.log_figure(plot_curves({method: result.curve}, units={method: unit(method)},
                                title=title, subtitle=configs.stop_rule(cfg.stop)), "curve.png")
     if x.shape[1] == 2:
         labels = np.asarray(mg.predict(result.params, x))
         xlabel, ylabel = column_names(cfg, data_name, 2)
         fig = plot_clusters(x, labels, params=result.params, xlabel=xlabel, ylabel=ylabel,
-                            title=f"{method} on {data_name}, k={cfg.model.k}: final mean "
-                                  f"log-likelihood {summary.final_log_likelihood:.4f}")
+                            title=f"{what}: final mean log-likelihood "
+                                  f"{summary.final_log_likelihood:.4f}")
         run.log_figure(fig, "clusters.png")
 
 

@@ -56,5 +56,10 @@ def log_summary(config, parent_id: str) -> dict:
     if found["em"] and found["variational"]:
         from mogjax.plotting import plot_k_choices
 
-        run.log_figure(plot_k_choices(found["em"], found["variational"]), "dp_vs_bic.png")
+        from experiments import configs
+
+        data = configs.data_label(config) + (" (standardised)" if config.data.standardize else "")
+        fitted = f"{data}, {configs.plain(config.model.covariance_type)} covariances"
+        run.log_figure(plot_k_choices(found["em"], found["variational"], subtitle=fitted),
+                       "dp_vs_bic.png")
     return chosen

@@ -168,6 +168,13 @@ def print_sweep(config: DictConfig, parent: str, sweep_id: str, status: str) -> 
     print(f"Parent run in the UI: {ui_layout.run_page(base, exp_id, parent, 'artifacts')}")
 
 
+# Axis labels in words for the keys a sweep's summary plot may show.
+_WORDS = {"model.k": "k (number of components)", "bic": "BIC (lower is better)",
+          "aic": "AIC (lower is better)", "seed": "seed",
+          "final_log_likelihood": "final mean log-likelihood (nats per sample)",
+          "model.reg_covar": "reg_covar (added to every covariance's diagonal)"}
+
+
 def _log_summary_plot(config: DictConfig, parent: str) -> None:
     """``summary_metric`` against ``summary_param`` over the finished children, the
     best value marked (lowest BIC or AIC, highest log-likelihood)."""
@@ -183,8 +190,13 @@ def _log_summary_plot(config: DictConfig, parent: str) -> None:
         done = children[children[mcol].notna()]
         xs = done[pcol].astype(float).to_numpy()
         best = "min" if metric in ("bic", "aic") else "max" if "log_likelihood" in metric else None
+        xlabel, ylabel = _WORDS.get(param, param), _WORDS.get(metric, metric)
+        data = configs.data_label(config) + (" (standardised)" if config.data.standardize
+                                             else "")
         fig = plot_metric_against(
-            xs, done[mcol].astype(float).to_numpy(), xlabel=param, ylabel=metric,
-            title=f"{metric} against {param} ({len(done)} runs)",
+            xs, done[mcol].astype(float).to_numpy(), xlabel=xlabel, ylabel=ylabel,
+            title=f"{ylabel} against {xlabel} on {data}, "
+                  f"{configs.plain(config.model.covariance_type)} covariances "
+                  f"({len(done)} runs)",
             integer_x=bool(len(xs)) and bool((xs == xs.round()).all()), best=best)
         tracking.attach(parent, uri).log_figure(fig, f"{metric}_vs_{param}.png")

@@ -64,16 +64,18 @@ def log_fit(run, cfg, result, x, summary: VariationalSummary, columns, data_name
     from mogjax.plotting import plot_clusters, plot_curves, plot_weights
 
     prior = configs.plain(cfg.algorithm.weight_prior)
-    what = f"variational ({prior}) on {data_name}, k <= {cfg.model.k}"
+    threshold = cfg.algorithm.threshold
+    what = (f"variational ({prior}) on {data_name}, k <= {cfg.model.k}, "
+            f"{configs.plain(cfg.model.covariance_type)} covariances")
+    kept = f"{summary.effective_components} components above weight {threshold:g}"
     run.log_figure(plot_curves(
         {"variational": np.asarray(result.curve) / x.shape[0]}, units={"variational": "iteration"},
         title=f"{what}: lower bound {summary.final_lower_bound:.6f} per sample",
         ylabel="evidence lower bound (nats per sample)"), "curve.png")
-    run.log_figure(plot_weights(weights, cfg.algorithm.threshold,
-                                title=f"{what}\n{summary.effective_components} components "
-                                      f"above {cfg.algorithm.threshold:g}"), "weights.png")
+    # one number and one colour per component in both plots (component j: colour j)
+    run.log_figure(plot_weights(weights, threshold, title=f"{what}: {kept}"), "weights.png")
     if x.shape[1] == 2:
         labels = np.asarray(mg.predict(result.params, x))
         fig = plot_clusters(x, labels, params=result.params, xlabel=columns[0],
-                            ylabel=columns[1], title=what)
+                            ylabel=columns[1], title=f"{what}: {kept}", min_weight=threshold)
         run.log_figure(fig, "clusters.png")

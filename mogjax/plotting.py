@@ -1,10 +1,13 @@
 """Plots of fits (matplotlib, imported on demand; the Agg backend, no screen needed).
 
-Colours mean one thing per figure: in ``plot_clusters`` component ``j`` has colour
-``j`` for its points, ellipses and centre; in the curve plots each method keeps its
-colour in every panel. Axes where one curve has 10 times the points of another are
-drawn on a symmetric-log x axis, so EM's few iterations are not squeezed into a
-corner of an optimiser's hundreds of steps.
+Colours and numbers mean one thing per run: component ``j`` is "component j + 1" in
+colour ``j`` (``component_colors``) for its points, ellipses and centre in
+``plot_clusters`` and its bar in ``plot_weights``; in the curve plots each method keeps
+its colour, marker and line style in every panel, and the method with the fewest
+points is drawn on top, thinnest, so no curve hides another. Axes where one curve has
+10 times the points of another are drawn on a symmetric-log x axis, so EM's few
+iterations are not squeezed into a corner of an optimiser's hundreds of steps.
+Titles and subtitles wrap to the figure's width, inside it.
 """
 
 import numpy as np
@@ -12,6 +15,8 @@ import numpy as np
 from mogjax.align import full_covariances
 
 LOG_X_RATIO = 10  # a log x axis when the longest curve is this many times the shortest
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", "-.", ":")
 
 
 def _pyplot():
@@ -23,8 +28,13 @@ def _pyplot():
     return plt
 
 
-def _colors(n: int) -> list:
-    return [_pyplot().get_cmap("tab10")(i % 10) for i in range(n)]
+def component_colors(n: int) -> list:
+    """Colour ``j`` of ``n`` components (or methods): tab10, tab20 beyond 10."""
+    cmap = _pyplot().get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+_colors = component_colors
 
 
 def _finite(curve) -> np.ndarray:
@@ -41,13 +51,34 @@ def _maybe_log_x(ax, lengths, smallest_step: float) -> None:
         ax.set_xlim(left=0)
 
 
-def _titles(fig, title: str, subtitle: str) -> None:
-    """Title and subtitle, wrapped to the figure's width."""
+def _wrap(text: str, inches: float, fontsize: float = 10) -> str:
+    """``text`` wrapped to lines that fit ``inches`` at ``fontsize`` points (a line of
+    DejaVu Sans averages about 0.55 em per character; 0.62 leaves a margin)."""
     import textwrap
 
-    width = int(15 * fig.get_figwidth())
-    text = "\n".join(textwrap.fill(t, width) for t in (title, subtitle) if t)
-    fig.suptitle(text, fontsize=10)
+    width = max(20, int(inches * 72 / (0.62 * fontsize)))
+    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
+
+
+def _titles(fig, title: str, subtitle: str) -> None:
+    """Title and subtitle, wrapped to the figure's width (the figure's constrained
+    layout keeps them inside it, above the axes)."""
+    text = "\n".join(_wrap(t, 0.95 * fig.get_figwidth()) for t in (title, subtitle) if t)
+    if text:
+        fig.suptitle(text, fontsize=10)
+
+
+def _styles(lengths: list[int]) -> list[dict]:
+    """Line styles for curves of ``lengths`` points: a marker and dash pattern each,
+    the longest drawn first and widest, the shortest last and thinnest (on top), so
+    curves that coincide all stay visible."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    styles = [{} for _ in lengths]
+    for rank, i in enumerate(order):
+        styles[i] = dict(marker=MARKERS[i % len(MARKERS)], ls=LINESTYLES[i % len(LINESTYLES)],
+                         lw=1.5 + 0.9 * (len(lengths) - 1 - rank), zorder=2 + rank, mfc="none",
+                         ms=7 - min(rank, 3), markevery=max(1, lengths[i] // 12))
+    return styles
 
 
 def _unit_label(units: dict) -> str:
@@ -77,20 +108,25 @@ def plot_curves(curves: dict, *, seconds: dict | None = None, units: dict | None
     plt = _pyplot()
     units = {name: (units or {}).get(name, "iteration") for name in curves}
     ncols = 2 if seconds else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 4.8), squeeze=False,
+                             layout="constrained")
     axes = axes[0]
     lengths, times = [], []
-    for (name, curve), color in zip(curves.items(), _colors(len(curves))):
-        curve = _finite(curve)
+    finite = {name: _finite(curve) for name, curve in curves.items()}
+    styles = _styles([len(c) for c in finite.values()])
+    for (name, curve), color, style in zip(finite.items(), _colors(len(curves)), styles):
         steps = np.arange(len(curve))
         lengths.append(len(curve) - 1)
         label = f"{name}: {len(curve) - 1} {units[name]}s, final {curve[-1]:.6f}"
-        axes[0].plot(steps, curve, color=color, label=label, marker="." if len(curve) < 40 else None)
+        same = [other for other, c in finite.items() if other != name and len(c) == len(curve)
+                and np.allclose(c, curve, rtol=0, atol=1e-7 * max(1.0, abs(curve[-1])))]
+        if same and style["zorder"] > max(styles[list(finite).index(o)]["zorder"] for o in same):
+            label += f" (on top of {', '.join(same)}: the same values)"
+        axes[0].plot(steps, curve, color=color, label=label, **style)
         if seconds:
             ms = steps * seconds[name] * 1e3
             times.append((ms[-1], ms[1] if len(ms) > 1 else ms[-1]))
-            axes[1].plot(ms, curve, color=color, label=name,
-                         marker="." if len(curve) < 40 else None)
+            axes[1].plot(ms, curve, color=color, label=name, **style)
     axes[0].set_xlabel(_unit_label(units))
     _maybe_log_x(axes[0], lengths, 1.0)
     if seconds:
@@ -103,7 +139,6 @@ def plot_curves(curves: dict, *, seconds: dict | None = None, units: dict | None
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     _titles(fig, title, subtitle)
-    fig.tight_layout()
     return fig
 
 
@@ -119,33 +154,51 @@ def _ellipse(ax, mean, cov, color):
 
 
 def plot_clusters(x, labels, *, params=None, modes=None, title: str = "",
-                  xlabel: str = "x1", ylabel: str = "x2"):
-    """2-D points coloured by assignment, with each component's 1 and 2 sigma
-    ellipses and centre (a mixture's ``params``) or each cluster's mode (mean
-    shift's ``modes``), all of component ``j`` in colour ``j``.
+                  xlabel: str = "x1", ylabel: str = "x2", min_weight: float | None = None):
+    """2-D points coloured by assignment, with each component's 1 sigma (solid) and
+    2 sigma (dashed) ellipses and centre (a mixture's ``params``) or each cluster's
+    mode (mean shift's ``modes``), all of component ``j`` in colour ``j``.
+
+    Args:
+      min_weight: components of weight at most this (a variational fit's switched-off
+        components) get no ellipse or centre; the legend says which were left out.
 
     Returns:
       A matplotlib ``Figure``.
     """
+    from matplotlib.lines import Line2D
+
     plt = _pyplot()
     x, labels = np.asarray(x), np.asarray(labels)
     centres = np.asarray(params.means if params is not None else modes)
     colors = _colors(len(centres))
-    fig, ax = plt.subplots(figsize=(6.5, 5.2))
+    fig, ax = plt.subplots(figsize=(6.5, 5.2), layout="constrained")
     ax.scatter(x[:, 0], x[:, 1], c=[colors[j] for j in labels], s=9, alpha=0.6, lw=0)
     weights = np.asarray(params.weights) if params is not None else None
     covs = full_covariances(params) if params is not None else None
+    left_out = []
     for j, centre in enumerate(centres):
+        if weights is not None and min_weight is not None and weights[j] <= min_weight:
+            left_out.append(j + 1)
+            continue
         if covs is not None:
             _ellipse(ax, centre[:2], covs[j][:2, :2], colors[j])
         label = (f"component {j + 1} (weight {weights[j]:.2f})" if weights is not None
                  else f"mode {j + 1} ({int(np.sum(labels == j))} points)")
         ax.plot(*centre[:2], marker="X", ms=12, color=colors[j], mec="black", ls="", label=label)
+    handles, names = ax.get_legend_handles_labels()
+    if covs is not None:
+        handles += [Line2D([], [], color="0.3", ls="-"), Line2D([], [], color="0.3", ls="--")]
+        names += ["solid ellipse: 1 sigma", "dashed ellipse: 2 sigma"]
+    if left_out:
+        handles.append(Line2D([], [], ls=""))
+        names.append(_wrap(f"not drawn: {len(left_out)} component"
+                           f"{'s' if len(left_out) > 1 else ''} of weight <= {min_weight:g} "
+                           f"({', '.join(map(str, left_out))})", 2.6, 8))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
+    ax.set_title(_wrap(title, 6.0), fontsize=10)
+    ax.legend(handles, names, fontsize=8, loc="best")
     return fig
 
 
@@ -163,24 +216,23 @@ def plot_metric_against(xs, ys, *, xlabel: str, ylabel: str, title: str = "",
     pick = np.min if best != "max" else np.max
     values = np.unique(xs)
     line = np.array([pick(ys[xs == v]) for v in values])
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    fig, ax = plt.subplots(figsize=(5.5, 4.2), layout="constrained")
     ax.plot(xs, ys, "o", color="C0", alpha=0.4, label="runs")
     ax.plot(values, line, "-", color="C0")
     if best:
         i = int(np.argmin(line) if best == "min" else np.argmax(line))
         shown = f"{values[i]:g}"
         ax.plot(values[i], line[i], "o", ms=14, mfc="none", mec="C3", mew=2,
-                label=f"chosen {xlabel} = {shown} ({'lowest' if best == 'min' else 'highest'} "
-                      f"{ylabel})")
+                label=f"chosen {xlabel.split(' (')[0]} = {shown} "
+                      f"({'lowest' if best == 'min' else 'highest'} {ylabel.split(' (')[0]})")
     if integer_x:
         ax.set_xticks(values)
         ax.set_xticklabels([f"{v:g}" for v in values])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(_wrap(title, 5.0), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -253,33 +305,49 @@ def plot_study_curves(groups: dict, *, title: str = "", subtitle: str = ""):
 
 
 def plot_weights(weights, threshold: float, *, title: str = ""):
-    """The mixing weights as bars, sorted, the threshold of an effective component
-    drawn (a variational fit's posterior weights)."""
+    """The mixing weights as bars, heaviest first, each labelled with its component's
+    number and drawn in its colour as in ``plot_clusters`` (component ``j`` is
+    "j + 1", colour ``j``); bars at or below ``threshold`` (the weight of an effective
+    component, a variational fit's) are hatched and faint, the threshold drawn."""
+    from matplotlib.patches import Patch
+
     plt = _pyplot()
-    w = np.sort(np.asarray(weights, dtype=float))[::-1]
-    fig, ax = plt.subplots(figsize=(5.5, 4.0))
-    colors = ["C0" if v > threshold else "0.7" for v in w]
-    ax.bar(np.arange(1, len(w) + 1), w, color=colors)
+    w = np.asarray(weights, dtype=float)
+    order = np.argsort(-w, kind="stable")
+    colors = _colors(len(w))
+    fig, ax = plt.subplots(figsize=(5.5, 4.2), layout="constrained")
+    for pos, j in enumerate(order, start=1):
+        kept = w[j] > threshold
+        ax.bar(pos, w[j], color=colors[j], alpha=1.0 if kept else 0.35,
+               hatch=None if kept else "//", edgecolor="0.3" if not kept else colors[j])
+        if kept:
+            ax.annotate(f"{w[j]:.2f}", (pos, w[j]), ha="center", va="bottom", fontsize=8,
+                        xytext=(0, 2), textcoords="offset points")
     ax.axhline(threshold, color="C3", ls="--", lw=1, label=f"threshold {threshold:g}")
-    ax.set(xlabel="component (by weight)", ylabel="posterior mean weight",
-           xticks=np.arange(1, len(w) + 1))
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.set(xlabel="component (numbered as in clusters.png), heaviest first",
+           ylabel="posterior mean weight", xticks=np.arange(1, len(w) + 1),
+           xticklabels=[str(j + 1) for j in order])
+    handles, names = ax.get_legend_handles_labels()
+    if np.any(w <= threshold):
+        handles.append(Patch(facecolor="0.8", hatch="//", edgecolor="0.3"))
+        names.append(f"at or below the threshold: not drawn in clusters.png")
+    ax.set_title(_wrap(title, 5.0), fontsize=10)
+    ax.legend(handles, names, fontsize=8)
     return fig
 
 
-def plot_k_choices(bic_by_k: dict, kept_by_cap: dict):
+def plot_k_choices(bic_by_k: dict, kept_by_cap: dict, *, subtitle: str = ""):
     """Two ways of choosing k side by side: BIC against k (EM, the lowest marked) and
-    the components a Dirichlet-process fit keeps against the most it may use."""
+    the components a Dirichlet-process fit keeps against the most it may use.
+    ``subtitle``: what was fitted (data set, covariance type)."""
     plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.4), layout="constrained")
     ks = sorted(bic_by_k)
     best = min(bic_by_k, key=bic_by_k.get)
     left.plot(ks, [bic_by_k[k] for k in ks], "o-", color="C0")
     left.plot(best, bic_by_k[best], "o", ms=14, mfc="none", mec="C3", mew=2,
               label=f"BIC's choice: k = {best}")
-    left.set(xlabel="k (EM)", ylabel="BIC", xticks=ks, title="EM: BIC against k")
+    left.set(xlabel="k (EM)", ylabel="BIC (lower is better)", xticks=ks, title="EM: BIC against k")
     caps = sorted(kept_by_cap)
     kept = int(kept_by_cap[caps[-1]])
     right.plot(caps, [kept_by_cap[c] for c in caps], "o-", color="C1",
@@ -291,6 +359,6 @@ def plot_k_choices(bic_by_k: dict, kept_by_cap: dict):
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Dirichlet process keeps {kept} components; BIC chooses k = {best}")
-    fig.tight_layout()
+    _titles(fig, f"Dirichlet process keeps {kept} components; BIC chooses k = {best}",
+            subtitle)
     return fig
