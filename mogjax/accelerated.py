@@ -56,12 +56,16 @@ def resolve(acceleration):
         if isinstance(acceleration, Squarem) and acceleration.scheme not in (1, 2, 3):
             raise ValueError(f"Invalid value for 'scheme': {acceleration.scheme!r}; it "
                              "must be 1, 2 or 3")
+        if acceleration.coordinates not in ("natural", "unconstrained"):
+            raise ValueError(f"Invalid value for 'coordinates': {acceleration.coordinates!r}"
+                             "; it must be 'natural' or 'unconstrained'")
         return acceleration
     if isinstance(acceleration, str) and acceleration in ACCELERATIONS:
         return ACCELERATIONS[acceleration]()
+    classes = ", ".join(c.__name__ for c in ACCELERATIONS.values())
     raise ValueError(
         f"Invalid value for 'acceleration': {acceleration!r}; it must be None, one of "
-        f"{tuple(ACCELERATIONS)} or a settings object ({', '.join(c.__name__ for c in ACCELERATIONS.values())})")
+        f"{tuple(ACCELERATIONS)} or a settings object ({classes})")
 
 
 @functools.partial(

@@ -29,7 +29,9 @@ also restarts the history) the iteration takes the EM step :math:`G(x_k)`.
 parameters.
 
 The first iteration (no history yet) is the EM step, as the package's start. The
-vectors are the flat unconstrained coordinates of ``mogjax.em_map``. E-steps per
+vectors are the flat coordinates of ``mogjax.em_map`` (natural by default); a
+proposal outside the feasible set steps back toward the EM point
+:math:`G(x_k)` (``EMMap.toward``, no E-step spent). E-steps per
 iteration: 1 (the proposal's, whose statistics serve the next iteration), 2 after
 a rejected proposal.
 """
@@ -88,6 +90,7 @@ class Daarem(NamedTuple):
       alpha, kappa: the damping schedule (1.2, 25).
       mon_tol: accepted drop of the total log-likelihood (0.01).
       cycl_mon_tol: accepted drop over a cycle before damping grows again (0).
+      coordinates: ``"natural"`` or ``"unconstrained"`` (``mogjax.em_map``).
     """
 
     order: int | None = None
@@ -95,6 +98,7 @@ class Daarem(NamedTuple):
     kappa: float = 25.0
     mon_tol: float = 0.01
     cycl_mon_tol: float = 0.0
+    coordinates: str = "natural"
 
     def _order(self, p: int) -> int:
         return self.order if self.order is not None else max(1, min(10, math.ceil(p / 2)))
@@ -119,8 +123,8 @@ class Daarem(NamedTuple):
         gamma = damped_coefficients(df, f, count, delta)
         u_prop = point.u - gamma @ dx + f - gamma @ df
         plain = count == 0
-        proposal = em_map.evaluate(pick(plain, em_params, em_map.at(u_prop)),
-                                   jnp.where(plain, u_em, u_prop))
+        params, u_prop = em_map.toward(u_em, u_prop, em_params)
+        proposal = em_map.evaluate(pick(plain, em_params, params), jnp.where(plain, u_em, u_prop))
         finite = proposal.finite
         good = finite & (proposal.total >= point.total - self.mon_tol)
         new = jax.lax.cond(good, lambda: proposal, lambda: em_map.evaluate(em_params, u_em))

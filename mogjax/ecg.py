@@ -29,8 +29,11 @@ interpolation (Nocedal & Wright 2006, Algorithms 3.5-3.6), at most
 the ratio of the previous slope to the new one (at most 10, as ``minimize``). Every
 trial is one E-step and is counted. When no trial increased :math:`\ell` enough,
 the iteration takes EM's step (one more E-step) and restarts the directions; so
-ECG never goes down. Coordinates: the flat unconstrained vector of
-``mogjax.em_map``.
+ECG never goes down. Near the optimum, where EM's step would gain (to first order,
+:math:`g_t^T \tilde g_t`) less than the fit's ``tol`` or less than 8 ulps of the
+objective (a search cannot measure such gains), the iteration is EM's step alone.
+Coordinates: the flat vector of ``mogjax.em_map`` (natural by default); a trial
+outside the feasible set counts as too far (no E-step spent on it).
 """
 
 from typing import NamedTuple
@@ -39,6 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from mogjax.em_map import EMMap, Point, pick
+from mogjax.mixture import is_finite
 
 
 class EcgState(NamedTuple):
@@ -61,6 +65,7 @@ class _Search(NamedTuple):
     best: Point
     best_step: jnp.ndarray
     found: jnp.ndarray
+    n_esteps: jnp.ndarray
 
 
 def _cubic_max(lo, hi):
@@ -85,6 +90,7 @@ class ECG(NamedTuple):
       c1, c2: the strong Wolfe constants (1e-4, 0.1).
       expand: the factor of the search's expansion (4).
       ratio: the largest growth of the first trial step (10).
+      coordinates: ``"natural"`` or ``"unconstrained"`` (``mogjax.em_map``).
     """
 
     max_linesearch: int = 10
@@ -92,6 +98,7 @@ class ECG(NamedTuple):
     c2: float = 0.1
     expand: float = 4.0
     ratio: float = 10.0
+    coordinates: str = "natural"
 
     def init(self, em_map: EMMap, point: Point) -> EcgState:
         zero, dtype = jnp.zeros_like(point.u), point.u.dtype
@@ -107,7 +114,11 @@ class ECG(NamedTuple):
 
         def body(s: _Search) -> _Search:
             u = point.u + s.alpha * d
-            trial = em_map.evaluate(em_map.at(u), u)
+            params = em_map.at(u)
+            feasible = is_finite(params)  # else no E-step: the trial is too far
+            trial = jax.lax.cond(feasible, lambda: em_map.evaluate(params, u),
+                                 lambda: jax.tree.map(lambda a: jnp.full_like(a, jnp.nan),
+                                                      point))
             f = trial.value
             g = em_map.gradient(trial) @ d
             finite = trial.finite & jnp.isfinite(g)
@@ -128,12 +139,12 @@ class ECG(NamedTuple):
                                         0.5 * (lo[0] + hi[0])),
                               s.alpha * self.expand)
             return _Search(s.i + 1, alpha, lo, hi, bracketed, wolfe, best, best_step,
-                           s.found | better)
+                           s.found | better, s.n_esteps + feasible.astype(jnp.int32))
 
         s = jax.lax.while_loop(cond, body, _Search(
             jnp.int32(0), alpha0, start, start, jnp.bool_(False), jnp.bool_(False), point,
-            jnp.zeros_like(alpha0), jnp.bool_(False)))
-        return s.best, s.best_step, s.found, s.i
+            jnp.zeros_like(alpha0), jnp.bool_(False), jnp.int32(0)))
+        return s.best, s.best_step, s.found, s.n_esteps
 
     def iterate(self, em_map: EMMap, point: Point, st: EcgState):
         em_params = em_map.m_step(point.stats)
@@ -151,7 +162,13 @@ class ECG(NamedTuple):
         restart = restart | ~uphill
         alpha0 = jnp.where(st.fresh, 1.0, st.step * jnp.minimum(self.ratio, st.slope / slope))
         alpha0 = jnp.where(jnp.isfinite(alpha0) & (alpha0 > 0), alpha0, 1.0)
-        best, step, found, n_evals = self._search(em_map, point, d, slope, alpha0)
+        # at the optimum (EM's step would gain less than tol, or less than a search
+        # can measure in this precision): EM's step, no search
+        floor = 8 * jnp.finfo(point.u.dtype).eps * jnp.maximum(1.0, jnp.abs(point.value))
+        small = grad @ em_step < jnp.maximum(em_map.tol, floor)
+        best, step, found, n_evals = jax.lax.cond(
+            small, lambda: (point, jnp.ones_like(alpha0), jnp.bool_(False), jnp.int32(0)),
+            lambda: self._search(em_map, point, d, slope, alpha0))
         new = jax.lax.cond(found, lambda: best, lambda: em_map.evaluate(em_params, u_em))
         ok = jnp.all(jnp.isfinite(u_em)) & new.finite
         state = EcgState(d, em_step, grad, slope, jnp.where(found, step, 1.0),

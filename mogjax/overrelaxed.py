@@ -14,8 +14,9 @@ lowers it (or is not finite) is discarded: :math:`\eta \leftarrow 1` and the
 iteration takes the plain EM step :math:`M(\theta)`, so the method never goes down.
 :math:`\eta = 1` is EM itself.
 
-The step is taken in the flat unconstrained coordinates of ``mogjax.em_map``, where
-every :math:`\theta'` is a valid mixture. E-steps per iteration: 1 (the proposal's,
+The step is taken in the flat coordinates of ``mogjax.em_map`` (natural by
+default); a proposal outside the feasible set steps back toward :math:`M(\theta)`
+(a smaller effective :math:`\eta`, no E-step spent). E-steps per iteration: 1 (the proposal's,
 whose statistics serve the next iteration), 2 after a rejected proposal.
 """
 
@@ -33,10 +34,12 @@ class OverRelaxed(NamedTuple):
     Attributes:
       growth: the factor by which ``eta`` grows after a successful step (> 1).
       eta0: the first step factor (1: the first iteration is EM's).
+      coordinates: ``"natural"`` or ``"unconstrained"`` (``mogjax.em_map``).
     """
 
     growth: float = 1.1
     eta0: float = 1.0
+    coordinates: str = "natural"
 
     def init(self, em_map: EMMap, point: Point):
         return jnp.asarray(self.eta0, point.u.dtype)
@@ -48,7 +51,7 @@ class OverRelaxed(NamedTuple):
         u = point.u + eta * (u_em - point.u)
 
         def propose():
-            proposal = em_map.evaluate(em_map.at(u), u)
+            proposal = em_map.evaluate(*em_map.toward(u_em, u, em_params))
             return proposal, proposal.finite & (proposal.total >= point.total)
 
         def em_only():

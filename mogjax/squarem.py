@@ -29,10 +29,15 @@ not finite, is rejected: the iteration takes the double EM step :math:`F(F(x))`
 instead, and a step length at the cap lowers the cap by ``mstep`` (not below
 ``step_max0``).
 
-Feasibility: :math:`x` is the flat unconstrained vector of ``mogjax.em_map``, where
-every proposal is a valid mixture. One deviation from ``squarem1``: a step length
+Feasibility: :math:`x` is the flat vector of ``mogjax.em_map`` (natural coordinates by
+default); a proposal outside the feasible set steps back toward :math:`F(F(x))`
+(``EMMap.toward``) before its E-step. One deviation from ``squarem1``: a step length
 within 0.01 of 1 takes the double EM step itself (``squarem1`` would evaluate the
-extrapolation, equal to it up to rounding), which saves an E-step.
+extrapolation, equal to it up to rounding), which saves an E-step. And where
+``squarem1`` stops once an EM step's residual is below its tolerance, an iteration
+here ends after the first EM step when that step gains less than the fit's ``tol``
+(1 E-step): the shared stopping rule then decides, without two more E-steps per
+iteration spent at the optimum.
 
 E-steps per iteration: 2 (the EM steps, whose second statistics serve the next
 iteration when no extrapolation is made), 4 with a stabilised proposal (its E-step
@@ -61,6 +66,7 @@ class Squarem(NamedTuple):
       step_min0, step_max0: the first bounds on the step length (1, 1).
       mstep: the factor by which ``step_max`` grows (and shrinks) (4).
       objfn_inc: largest accepted drop of the total log-likelihood (1).
+      coordinates: ``"natural"`` or ``"unconstrained"`` (``mogjax.em_map``).
     """
 
     scheme: int = 3
@@ -68,6 +74,7 @@ class Squarem(NamedTuple):
     step_max0: float = 1.0
     mstep: float = 4.0
     objfn_inc: float = 1.0
+    coordinates: str = "natural"
 
     def init(self, em_map: EMMap, point: Point) -> SquaremState:
         dtype = point.u.dtype
@@ -75,6 +82,11 @@ class Squarem(NamedTuple):
 
     def iterate(self, em_map: EMMap, point: Point, state: SquaremState):
         one = em_map.em_step(point)
+        small = one.finite & (jnp.abs(one.value - point.value) < em_map.tol)
+        return jax.lax.cond(small, lambda: (one, state, jnp.int32(1), jnp.bool_(True)),
+                            lambda: self._squared(em_map, point, state, one))
+
+    def _squared(self, em_map: EMMap, point: Point, state: SquaremState, one: Point):
         two = em_map.em_step(one)
         ok = one.finite & two.finite
         r = one.u - point.u
@@ -87,7 +99,7 @@ class Squarem(NamedTuple):
 
         def stabilised():
             u = point.u + 2.0 * alpha * r + alpha**2 * v
-            proposal = em_map.evaluate(em_map.at(u), u)
+            proposal = em_map.evaluate(*em_map.toward(two.u, u, two.params))
             new = em_map.em_step(proposal)
             good = (proposal.finite & new.finite
                     & (new.total >= point.total - self.objfn_inc))

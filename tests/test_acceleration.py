@@ -5,11 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 import mogjax as mg
 from mogjax.accelerated import ECG, Daarem, OverRelaxed, Squarem
 from mogjax.em import em_loop
-from mogjax.em_map import accelerated_loop
+from mogjax.em_map import EMMap, accelerated_loop, coordinates_of
 from mogjax.estep import e_step_data, stats_of
 
 METHODS = ("squarem", "daarem", "overrelaxed", "ecg")
@@ -88,21 +89,40 @@ def test_n_esteps_counts_every_e_step(runs, name):
 
 
 def test_a_bad_extrapolation_is_rejected_and_counted():
-    """Every proposal 1e8 steps out is worse (or not finite): SQUAREM falls back to
-    the double EM step each time, so its iterate t is EM's iterate 2t, and the two
-    wasted E-steps of every proposal are counted. (From the very start such a
-    proposal can be accepted: it empties a component, and the one-Gaussian fit it
-    stabilises to is better than the first k-means++ start by more than
-    ``objfn_inc``; one EM step later it is not.)"""
+    """Every proposal 1e8 steps out (in the unconstrained coordinates, where it stays
+    a mixture) empties a component and is worse than the current point: SQUAREM falls
+    back to the double EM step each time, so its iterate t is EM's iterate 2t, and the
+    two wasted E-steps of every proposal are counted. (From the k-means++ start itself
+    such a proposal can be accepted: the one-Gaussian fit it stabilises to is better
+    than that start by more than ``objfn_inc``; one EM step later it is not.)"""
     x = _slow_data()
     start = mg.fit_em(x, 2, max_iter=1, seed=0).params
     e_step_fn, calls = _counted(x, "full")
-    bad = Squarem(step_min0=1e8)
+    bad = Squarem(step_min0=1e8, coordinates="unconstrained")
     res = jax.jit(lambda p: accelerated_loop(bad, e_step_fn, p, 0.0, REG, 10))(start)
     em = mg.fit_em(x, 2, init_params=start, max_iter=20, tol=0.0)
     np.testing.assert_allclose(res.curve, em.curve[::2], rtol=1e-12)
     assert int(res.n_iter) == 10
     assert int(res.n_esteps) == len(calls) == 1 + 4 * 10
+
+
+def test_an_infeasible_proposal_steps_back_toward_the_em_point():
+    """Natural coordinates: a proposal with a negative weight or a variance under the
+    floor is pulled back along the segment to the EM point, without an E-step."""
+    x = _slow_data(40)
+    start = mg.fit_em(x, 2, max_iter=0, seed=0).params
+    e_step_fn, calls = _counted(x, "full")
+    em_map = EMMap(e_step_fn, jnp.asarray(0.5), False, None, jnp.asarray(0.0))
+    em_map = em_map._replace(unravel=ravel_pytree(coordinates_of(start, "natural", 0.5))[1])
+    anchor = em_map.flatten(start)
+    far = anchor.at[0].set(-3.0).at[1].set(5.0)  # weights -3 and 5: sum 2, not on the simplex
+    far = far.at[-1].set(0.1)  # a variance under the floor 0.5
+    params, u = jax.jit(em_map.toward)(anchor, far, start)
+    assert bool(mg.mixture.is_finite(params)) and len(calls) == 0
+    t = (u - anchor) / (far - anchor)
+    np.testing.assert_allclose(t[0], t[-1])
+    assert 0 < float(t[0]) < 1
+    assert float(params.weights.min()) > 0 and float(params.covariances.min()) >= 0.5
 
 
 def test_fit_em_dispatch_same_start_and_rule():
