@@ -2,8 +2,9 @@
 
 Every run writes what it logs to a folder of its own as well (``tracking.start_run``),
 ``<fallback folder>/<run_id>``: ``run.json`` (ids, names, tags, params, status, the
-process running it), ``metrics.jsonl`` (one metric point per line) and
-``artifacts/``. The fallback folder is ``tracking.fallback_dir`` (default
+process running it), ``metrics.jsonl`` (one metric point per line), ``artifacts/``
+and ``model/`` (the fitted model's files, ``experiments.model``, and its input
+example: the upload logs it as the run's model, ``runs:/<id>/model``). The fallback folder is ``tracking.fallback_dir`` (default
 ``mlflow-fallback`` in the working directory); when that is not a usable folder, the
 project's ``mlflow-fallback`` in the working directory (never a temporary folder).
 
@@ -18,7 +19,8 @@ project's ``mlflow-fallback`` in the working directory (never a temporary folder
   uploads it as ``KILLED``.
 
 The upload continues the same run when the store still has it (adding only the
-points it lacks), otherwise it creates a new run with the recorded tags.
+points it lacks, and the model when the run has none), otherwise it creates a new run
+with the recorded tags.
 """
 
 import argparse
@@ -33,6 +35,7 @@ from experiments import store
 
 UPLOAD_COMMAND = "python -m experiments.fallback {folder} --tracking-uri {uri}"
 DEFAULT_DIR = "mlflow-fallback"
+MODEL_DIR, MODEL_EXAMPLE = "model", "example.npy"
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,30 @@ class RunRecord:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
+    def keep_model(self, fitted, example) -> None:
+        """The run's model (``experiments.model.Fitted``) as its files, and the first
+        rows of ``example`` (its input example), in ``model/``."""
+        import numpy as np
+
+        from experiments import model
+
+        folder = self.folder / MODEL_DIR
+        model.write_fitted(fitted, folder)
+        np.save(folder / MODEL_EXAMPLE, np.asarray(example[: model.EXAMPLE_ROWS], np.float64),
+                allow_pickle=False)
+
+    def kept_model(self):
+        """``(Fitted, example rows)`` kept by ``keep_model``, or None."""
+        folder = self.folder / MODEL_DIR
+        if not (folder / MODEL_EXAMPLE).is_file():
+            return None
+        import numpy as np
+
+        from experiments import model
+
+        fitted = model.read_fitted(folder / model.ARRAYS, folder / model.DESCRIPTION)
+        return fitted, np.load(folder / MODEL_EXAMPLE, allow_pickle=False)
+
     def discard(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -133,14 +160,15 @@ def upload(folder, tracking_uri: str | None = None, *, status: str | None = None
     uri = tracking_uri or meta["tracking_uri"]
     exp_id = store.prepare(uri, meta["experiment_name"])
     client = MlflowClient(uri)
-    try:
-        run = client.get_run(meta["run_id"])
+    try:  # the run, or the one an earlier upload of this record created
+        run = client.get_run(meta.get("uploaded_run_id") or meta["run_id"])
         run_id, have_params = run.info.run_id, run.data.params
         have = {key: {h.step for h in client.get_metric_history(run_id, key)}
                 for key in {m["key"] for m in record.metrics()}}
     except MlflowException:  # the store lost the run (or it is another store)
         run = client.create_run(exp_id, run_name=meta["run_name"], tags=meta["tags"])
         run_id, have_params, have = run.info.run_id, {}, {}
+        record._write_meta({**meta, "uploaded_run_id": run_id})  # a retry continues it
     metrics = [Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in record.metrics()
                if m["step"] not in have.get(m["key"], ())]
     params = [Param(k, v) for k, v in meta["params"].items() if k not in have_params]
@@ -148,9 +176,29 @@ def upload(folder, tracking_uri: str | None = None, *, status: str | None = None
     for key, value in {**meta["tags"], **(tags or {})}.items():
         client.set_tag(run_id, key, value)
     client.log_artifacts(run_id, str(record.folder / "artifacts"))
+    _upload_model(record, client, uri, exp_id, run_id)
     status = status or (meta["status"] if meta["status"] != "RUNNING" else "FAILED")
     client.set_terminated(run_id, status)
     return run_id
+
+
+def _upload_model(record: RunRecord, client, uri: str, exp_id: str, run_id: str) -> None:
+    """Log the record's model as the run's, unless the run already has one."""
+    kept = record.kept_model()
+    if kept is None:
+        return
+    if any(m.source_run_id == run_id for m in client.search_logged_models([exp_id])):
+        return
+    import mlflow
+
+    from experiments import model
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        model.log_model(*kept, run_id)
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def main(argv=None) -> int:

@@ -173,7 +173,24 @@ def features(fitted: Fitted, frame) -> np.ndarray:
     if fitted.scaler is not None:  # in float64, as the training data were (NaN stays NaN)
         mean, scale = fitted.scaler
         out = (out - mean) / scale
+    _check_range(fitted, out)
     return out
+
+
+def _check_range(fitted: Fitted, x: np.ndarray) -> None:
+    """Every value must be a number of the model's precision: a float32 model computes
+    in float32, where 1e308 is infinite (it used to answer NaN densities)."""
+    largest = np.finfo(fitted.dtype).max
+    with np.errstate(invalid="ignore"):
+        over = np.abs(x) > largest
+    if over.any():
+        row, j = map(int, np.argwhere(over)[0])
+        value = frame_value = x[row, j]
+        if fitted.scaler is not None:
+            frame_value = value * fitted.scaler[1][j] + fitted.scaler[0][j]
+        raise bad_input(f"column {fitted.columns[j]!r} row {row}: {frame_value:g} overflows the "
+                        f"model's {np.dtype(fitted.dtype).name} (largest {largest:g}), the "
+                        "precision it computes in")
 
 
 def _check_values(fitted: Fitted, x: np.ndarray) -> None:
@@ -212,11 +229,25 @@ def predict_frame(fitted: Fitted, frame, output: str = "all") -> pd.DataFrame:
             return pd.DataFrame({"label": np.asarray(labels, dtype=np.int64)}, index=index)
         p = fitted.params
         out = {"label": np.asarray(mg.predict(p, x), dtype=np.int64)}
-        if output == "all":
-            proba = np.asarray(mg.responsibilities(p, x), dtype=np.float64)
-            out.update({f"proba_{j}": proba[:, j] for j in range(proba.shape[1])})
-            out["log_density"] = np.asarray(mg.score_samples(p, x), dtype=np.float64)
+        proba = np.asarray(mg.responsibilities(p, x), dtype=np.float64)
+        log_density = np.asarray(mg.score_samples(p, x), dtype=np.float64)
+    bad = np.isnan(log_density) | np.isnan(proba).any(axis=1)
+    if bad.any():  # never a NaN answer with a 200: the row and its values, named
+        row = int(np.argmax(bad))
+        values = {c: frame_value(frame, c, row) for c in fitted.columns}
+        raise bad_input(f"row {row} {values}: the model's {np.dtype(fitted.dtype).name} "
+                        "arithmetic cannot score it (its density is not a number); values this "
+                        "far from the data need a float64 model")
+    if output == "all":
+        out.update({f"proba_{j}": proba[:, j] for j in range(proba.shape[1])})
+        out["log_density"] = log_density
     return pd.DataFrame(out, index=index)
+
+
+def frame_value(frame, column: str, row: int):
+    """``frame[column]`` at position ``row`` (a DataFrame or what ``pd.DataFrame`` takes)."""
+    frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+    return frame[column].iloc[row]
 
 
 class MixtureModel(mlflow.pyfunc.PythonModel):

@@ -163,7 +163,10 @@ class Run:
     def log_model(self, fitted, example) -> None:
         """``fitted`` (``experiments.model``) as the run's MLflow model,
         ``runs:/<id>/model``; ``example``: the data, whose first rows are its input
-        example. Not in the local record (``params.npz`` is)."""
+        example. The local record keeps its files (``RunRecord.keep_model``), so an
+        upload of the record logs the model too."""
+        if self.record is not None:
+            self.record.keep_model(fitted, example)
         self._send(lambda c: model.log_model(fitted, example, self.run_id))
 
     def log_config(self, cfg, params: dict | None = None) -> None:

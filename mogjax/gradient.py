@@ -29,6 +29,7 @@ full-batch curve never ends below its maximum.
 """
 
 import functools
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -142,8 +143,12 @@ class GradientResult(NamedTuple):
 
     @property
     def stop_reason(self) -> str:
-        """``"tol"``, ``"grad_norm"``, ``"steps"`` or ``"degenerate"`` (the start)."""
-        return STOP_REASONS[int(self.stop_code)]
+        """``"tol"``, ``"grad_norm"``, ``"steps"``, ``"degenerate"`` (the start), or
+        ``"no_progress"``: the steps ran out and no step improved on the start."""
+        reason = STOP_REASONS[int(self.stop_code)]
+        if reason == "steps" and int(self.n_iter) > 0 and int(self.best_iter) == 0:
+            return "no_progress"
+        return reason
 
 
 class _State(NamedTuple):
@@ -253,11 +258,17 @@ def _fit(x, weight, init_key, shuffle_key, user_init, s: _Settings, hyper, *, k,
     how = _Data(covariance_type, block_size, cached)
     stats0 = stats_of(params0, data, center, block_size, cached, weight)
     curve0 = stats0.mean_log_likelihood  # EM's curve[0], the same computation
-    raw0 = to_unconstrained(params0, s.reg_covar)
-    st = _loop(raw0, curve0, data, weight, center, shuffle_key, s, opt, hyper, capacity=capacity,
-               how=how, batch_size=batch_size, eval_every=eval_every, verbose=verbose)
+    # The optimiser steps in the frame EM's statistics use: means relative to the data's
+    # mean (the features are already of x - center). In absolute coordinates far from
+    # the origin a step below their rounding (ulp(1e6) = 0.0625 in float32) vanishes.
+    raw0 = to_unconstrained(params0.replace(means=params0.means - center), s.reg_covar)
+    rows = data if cached else x - center
+    st = _loop(raw0, curve0, rows, weight, jnp.zeros_like(center), shuffle_key, s, opt, hyper,
+               capacity=capacity, how=how, batch_size=batch_size, eval_every=eval_every,
+               verbose=verbose)
     at_start = st.best_iter == 0
-    params = _pick(at_start, params0, from_unconstrained(st.best_raw, s.reg_covar))
+    best = from_unconstrained(st.best_raw, s.reg_covar)
+    params = _pick(at_start, params0, best.replace(means=best.means + center))
     curve = st.curve.at[st.step].set(st.best_value)
     converged = (st.stop == TOL) | (st.stop == GRAD_NORM)
     return GradientResult(params, curve, st.step, converged, st.n_rejected > 0,
@@ -390,4 +401,25 @@ def fit_gradient(
                   verbose=v.check_int(verbose, "verbose", 0))
     result = trimmed(result, steps)
     raise_if_degenerate(result._replace(degenerate=result.stop_code == DEGENERATE), dtype)
+    warn_if_stuck(result, optimizer, tol, steps)
     return result
+
+
+def warn_if_stuck(result: GradientResult, optimizer, tol, steps: int) -> None:
+    """A ``RuntimeWarning`` when the run says less than it seems to: it never improved
+    on its start (its parameters are the start's: every step rejected or downhill,
+    e.g. a learning rate far too large, or a line search from a singular start), or
+    it stopped on its budget of ``steps`` before the gains fell below ``tol``."""
+    n_iter, rejected = int(result.n_iter), int(result.n_rejected)
+    name = optimizer if isinstance(optimizer, str) else "the optimiser"
+    if n_iter > 0 and int(result.best_iter) == 0:
+        warnings.warn(
+            f"gradient ascent ({name}) never improved on its start in {n_iter} steps "
+            f"({rejected} rejected as non-finite or downhill): the result is the initial "
+            "parameters (stop_reason 'no_progress'); try a smaller learning_rate, "
+            "clip_norm, or another start", RuntimeWarning, stacklevel=3)
+    elif result.stop_reason == "steps" and tol:
+        warnings.warn(
+            f"gradient ascent ({name}) stopped on its budget of steps={steps} before the "
+            f"gain fell below tol={tol:g} (stop_reason 'steps'); raise steps or the "
+            "learning_rate", RuntimeWarning, stacklevel=3)

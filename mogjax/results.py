@@ -40,8 +40,9 @@ FAILURE_ADVICE = (
 )
 
 # Why a fit stopped: codes stored in results (compiled loops return integers).
-STOP_REASONS = ("steps", "tol", "grad_norm", "degenerate")
-STEPS, TOL, GRAD_NORM, DEGENERATE = range(len(STOP_REASONS))
+# (the last is decided on the host: gradient ascent whose steps never improved on its start)
+STOP_REASONS = ("steps", "tol", "grad_norm", "degenerate", "no_progress")
+STEPS, TOL, GRAD_NORM, DEGENERATE, NO_PROGRESS = range(len(STOP_REASONS))
 
 
 class FitResult(NamedTuple):

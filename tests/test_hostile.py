@@ -116,6 +116,58 @@ def test_every_fit_kind_fails_degenerate_data_the_same_way(kind):
         assert all_finite(err.value.result.posterior)
 
 
+# --- precision at the boundaries ------------------------------------------------------------
+
+
+def test_gradient_ascent_far_from_the_origin_is_as_good_as_centred():
+    """Old Faithful + 1e6 in float32: Adam ended at -4.363 against -4.159 for the same
+    data centred (its steps fell under ulp(1e6) = 0.0625 and vanished). It now steps in
+    the centred frame EM's statistics use. A run that never improved on its start
+    (Adam at learning_rate=1e6) says so: a warning and stop_reason ``no_progress``.
+    The three fits share one compiled program (same shapes, learning rate traced)."""
+    far = FAITHFUL32 + np.float32(1e6)
+    centred = (far.astype(np.float64) - far.astype(np.float64).mean(axis=0)).astype(np.float32)
+    ends = [float(mg.fit_gradient(x, 2, steps=500).final_log_likelihood) for x in (far, centred)]
+    assert abs(ends[0] - ends[1]) < 1e-2, ends
+    with pytest.warns(RuntimeWarning, match="never improved on its start"):
+        stuck = mg.fit_gradient(far, 2, steps=500, learning_rate=1e6)
+    assert stuck.stop_reason == "no_progress"
+
+
+def test_a_pickled_float64_estimator_keeps_its_precision():
+    """Pickled with JAX arrays, a ``dtype="float64"`` fit loaded where x64 is off came
+    back float32 and scored 1.8e-6 off while reporting float64."""
+    import pickle
+
+    x = mg.load_old_faithful()
+    gm = mg.GaussianMixture(2, dtype="float64", random_state=0, max_iter=20).fit(x)
+    expected = gm.score(x)
+    with jax.enable_x64(False):
+        back = pickle.loads(pickle.dumps(gm))
+        assert np.asarray(back.params_.means).dtype == np.float64
+        assert back.score(x) == expected
+
+
+def test_a_float32_model_refuses_what_float32_cannot_hold(faithful_fit):
+    """The served model answered [[1e308, 1e308]] with HTTP 200, log_density NaN and
+    made-up probabilities: checked in float64, computed in float32. Now a 400 naming
+    the value (``MlflowException`` INVALID_PARAMETER_VALUE)."""
+    from mlflow.exceptions import MlflowException
+
+    from experiments import model
+
+    fitted = model.mixture(jax.tree.map(lambda a: np.asarray(a, np.float32), faithful_fit),
+                           ["a", "b"])
+    with pytest.raises(MlflowException, match=r"column 'a' row 0: 1e\+308 overflows the "
+                                              r"model's float32") as err:
+        model.predict_frame(fitted, {"a": [1e308], "b": [1e308]})
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+    with pytest.raises(MlflowException, match=r"row 0 .*3e\+38.*cannot score it"):
+        model.predict_frame(fitted, {"a": [3e38], "b": [70.0]})  # held, but not scored
+    fine = model.predict_frame(fitted, {"a": [3.6, 1e20], "b": [70.0, 70.0]}, "label")
+    assert fine["label"].tolist()[0] in (0, 1)
+
+
 # --- seeds, sample sizes, data that change between passes -------------------------------
 
 
@@ -712,3 +764,43 @@ def test_every_logged_setting_reaches_the_code_or_is_rejected(cfg_factory, tmp_p
         line = one_line_error(fit.run, cfg_factory("algorithm=gradient", override,
                                                    "tracking.enabled=false"), capsys)
         assert words in line, line
+
+
+# --- a run recovered from the fallback folder keeps its model --------------------------------
+
+
+def test_a_run_recovered_from_the_fallback_folder_keeps_its_model(cfg_factory, store,
+                                                                   tmp_path, monkeypatch):
+    """Uploaded from its local record (``python -m experiments.fallback``), a run used to
+    land FINISHED without ``runs:/<id>/model``. The record keeps the model's files and
+    the upload logs them. (A healthy run's record, kept by hand, stands in for one kept
+    by a store that froze mid-run; a new run id makes the upload create the run.)"""
+    import uuid
+
+    import mlflow
+
+    from experiments import fallback, fit
+
+    monkeypatch.chdir(store["cwd"])
+    monkeypatch.setattr(fallback.RunRecord, "discard", lambda self: None)
+    cfg = cfg_factory(f"tracking.uri={store['uri']}", f"tracking.fallback_dir={tmp_path}",
+                      "tracking.log_plots=false", "stop.max_iter=20",
+                      "tracking.experiment_name=recovered")
+    summary = fit.run(cfg)
+    record = fallback.RunRecord(tmp_path / summary.run_id)
+    assert (record.folder / fallback.MODEL_DIR / fallback.MODEL_EXAMPLE).is_file()
+    record._write_meta({**record.meta, "run_id": uuid.uuid4().hex})  # the store lost it
+    run_id = fallback.upload(record.folder, store["uri"])
+    assert run_id != summary.run_id
+    mlflow.set_tracking_uri(store["uri"])
+    loaded = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    import pandas as pd
+
+    rows = pd.DataFrame(mg.load_old_faithful()[:5], columns=loaded.metadata.get_input_schema()
+                        .input_names())
+    labels = loaded.predict(rows, params={"output": "label"})
+    assert len(labels) == 5
+    assert fallback.upload(record.folder, store["uri"]) == run_id  # idempotent: no second model
+    client = client_for(store)
+    exp_id = client.get_run(run_id).info.experiment_id
+    assert sum(m.source_run_id == run_id for m in client.search_logged_models([exp_id])) == 1

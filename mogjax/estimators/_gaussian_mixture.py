@@ -193,6 +193,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def __sklearn_is_fitted__(self):
         return hasattr(self, "params_")
 
+    def __getstate__(self):
+        """Pickled with NumPy arrays in place of JAX ones: a JAX array loads in the
+        loading process's default precision (a float64 fit read back as float32 where
+        ``jax_enable_x64`` is off), a NumPy array keeps its dtype, and every method
+        computes in ``dtype`` (``jax.enable_x64`` for float64) whatever the flag."""
+        state = super().__getstate__()
+        return jax.tree.map(lambda a: np.asarray(a) if isinstance(a, jax.Array) else a, state)
+
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, sample_weight=None):
         """Fit by EM (``n_init`` restarts, the best kept). Returns ``self``.
