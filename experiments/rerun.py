@@ -8,7 +8,9 @@ its package versions (``environment.json``), its source files' hashes
 (``sources.json``) and its data hash; loads the same data, fits again with the same
 seed, and compares the logged curve (and ``params.npz``) with the new ones. Exit
 status 0 when they are identical, 1 when they differ or the data changed. Nothing is
-logged.
+logged. Every kind of fit run re-runs (EM and its accelerations, gradient ascent, mean
+shift, variational); a run that did not finish (``RUNNING``, ``KILLED``, ``FAILED``)
+is refused, naming its status.
 
 Same config, seed, data, code, package versions and machine give bit-identical
 results; when the numbers differ the script names what else differs: the data (its
@@ -40,6 +42,13 @@ def _download(client, run_id: str, name: str) -> Path | None:
 def logged_run(client, run_id: str) -> dict:
     """What the run logged that a re-run needs: config, method, environment, data hash."""
     run = client.get_run(run_id)
+    if run.info.status != "FINISHED":
+        what = {"RUNNING": "is still running (or its process died: python -m experiments.reap "
+                           "marks it KILLED)",
+                "SCHEDULED": "has not started"}.get(run.info.status,
+                                                  f"ended {run.info.status}")
+        raise ValueError(f"run {run_id} {what}: only a FINISHED run has a complete record "
+                         "to compare a re-run with")
     tags = run.data.tags
     method = tags.get("method")
     if method is None or method == "compare" or tags.get("sweep_parent") == "true":
@@ -54,7 +63,7 @@ def logged_run(client, run_id: str) -> dict:
     env = _download(client, run_id, "environment.json") or (
         _download(client, parent, "environment.json") if parent else None)
     sources = _download(client, run_id, "sources.json")
-    key = "max_shift" if method == "meanshift" else "log_likelihood"
+    key = CURVES.get(method, "log_likelihood")
     history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
     return {
         "config": config.read_text(), "method": method, "tags": tags,
@@ -63,6 +72,10 @@ def logged_run(client, run_id: str) -> dict:
         "curve_key": key, "curve": np.array([m.value for m in history], np.float64),
         "params": _download(client, run_id, "params.npz"),
     }
+
+
+# The curve each kind of run logs (fits of a mixture: log_likelihood).
+CURVES = {"meanshift": "max_shift", "variational": "lower_bound"}
 
 
 def fit_again(config_text: str, method: str):
@@ -88,6 +101,12 @@ def _fit(cfg, method: str):
     if method == "meanshift":
         result, _ = common.fit_mean_shift(cfg, data.x, data.weights)
         curve, params = result.curve[1 : int(result.n_iter) + 1], None
+    elif method == "variational":  # the lower bound per sample, as variational.log_fit logs it
+        from experiments import variational
+
+        result, _ = variational.fit(cfg, data.x)
+        curve = np.asarray(result.curve[: int(result.n_iter) + 1]) / data.x.shape[0]
+        params = result.params
     else:
         result, _ = common.fit_mixture(cfg, data.x, method, data.weights)
         curve, params = result.curve[: int(result.n_iter) + 1], result.params

@@ -804,3 +804,29 @@ def test_a_run_recovered_from_the_fallback_folder_keeps_its_model(cfg_factory, s
     client = client_for(store)
     exp_id = client.get_run(run_id).info.experiment_id
     assert sum(m.source_run_id == run_id for m in client.search_logged_models([exp_id])) == 1
+
+
+# --- rerun.py: every kind of run, and only finished ones -------------------------------------
+
+
+def test_rerun_reproduces_a_variational_run_and_refuses_unfinished_ones(cfg_factory, store,
+                                                                         capsys, monkeypatch):
+    """A variational run used to fail with "Invalid value for 'optimizer':
+    'variational'"; a KILLED run was silently re-fitted whole, with nothing to compare
+    against. Now the first reproduces bit for bit and the second is one line naming
+    its status."""
+    from experiments import fit, rerun
+
+    monkeypatch.chdir(store["cwd"])
+    summary = fit.run(cfg_factory(f"tracking.uri={store['uri']}", "algorithm=variational",
+                                  "model.k=3", "stop.max_iter=30", "tracking.log_plots=false"))
+    capsys.readouterr()
+    assert rerun.main([summary.run_id, "--tracking-uri", store["uri"]]) == 0
+    assert "lower_bound" in capsys.readouterr().out
+    client = client_for(store)
+    killed = client.create_run(client.get_run(summary.run_id).info.experiment_id,
+                               tags={"method": "em"})
+    client.set_terminated(killed.info.run_id, "KILLED")
+    assert rerun.main([killed.info.run_id, "--tracking-uri", store["uri"]]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and "ended KILLED" in line
