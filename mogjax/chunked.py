@@ -30,6 +30,7 @@ sample of at most ``init_sample`` rows taken at a fixed stride over the whole da
 """
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +43,10 @@ from mogjax.chunks import (
     INIT_SAMPLE, as_source, checked_chunks, padded, rebatch, summarize, with_weights,
 )
 from mogjax.init import initialize_compiled
+from mogjax.missing import (
+    MissingData, PatternMoments, choose_block, expected_stats, pattern_moments,
+    pattern_terms, split_missing,
+)
 from mogjax.progress import log_progress
 from mogjax.mixture import MixtureParams, is_finite
 from mogjax.results import (
@@ -128,6 +133,72 @@ def full_pass(params, source, rows, center, n=None, block_size=None,
 _m_step = jax.jit(m_step, static_argnames="equal_weights")
 
 
+@functools.partial(jax.jit, static_argnames=("covariance_type", "block_size"))
+def chunk_pattern_moments(terms, data: MissingData, center: Array, weight: Array, *,
+                          covariance_type: str, block_size: int | None = None
+                          ) -> PatternMoments:
+    """``mogjax.missing.pattern_moments`` of one chunk with missing entries. Jitted."""
+    return pattern_moments(terms, data, center, covariance_type, weight, None, block_size)
+
+
+_pattern_terms = jax.jit(pattern_terms)
+_expected_stats = jax.jit(expected_stats)
+
+
+class MissingLayout(NamedTuple):
+    """How every chunk with missing entries is laid out, so that one program serves all:
+    the data's pattern table, rows per block, and rows per chunk after padding."""
+
+    patterns: np.ndarray
+    block: int
+    n_rows: int
+
+    @classmethod
+    def of(cls, patterns: np.ndarray, n: int, rows: int) -> "MissingLayout":
+        """For ``n`` rows in chunks of ``rows``: each chunk pads at most ``block - 1``
+        rows for each pattern it holds."""
+        block = choose_block(n, len(patterns))
+        padded = rows + min(len(patterns), rows) * (block - 1)
+        return cls(patterns, block, -(-padded // block) * block)
+
+
+def missing_pass(params, source, rows, center, layout: MissingLayout, n=None,
+                 block_size=None, weighted: bool = False) -> SufficientStats:
+    """``full_pass`` over chunks with missing entries (NaN): each chunk grouped by
+    pattern (``mogjax.missing.split_missing`` with the data's pattern table), its
+    per-pattern moments summed on the host in float64, the expected statistics
+    taken once at the end of the pass."""
+    dtype = center.dtype
+    d = center.shape[0]
+    terms = _pattern_terms(params, jnp.asarray(layout.patterns), center)
+    total, pending, seen = None, None, 0
+    for batch in rebatch(checked_chunks(source, d + weighted, finite=False), rows):
+        x, w = (batch[:, :-1], batch[:, -1]) if weighted else (batch, None)
+        data = split_missing(x, dtype, layout.block, layout.patterns, layout.n_rows)
+        weight = data.place(None if w is None else jnp.asarray(w, dtype))
+        out = chunk_pattern_moments(terms, data, center, weight,
+                                    covariance_type=params.covariance_type,
+                                    block_size=block_size)
+        total = total if pending is None else _add_moments(total, pending)
+        pending, seen = out, seen + batch.shape[0]
+    if pending is None:
+        raise ValueError("the data source yielded no rows on this pass")
+    total = _add_moments(total, pending)
+    if n is not None and seen != n:
+        raise ValueError(
+            f"the data source yielded {seen} rows on this pass but {n} on the "
+            "first: a callable must give the same data every time"
+        )
+    sums = PatternMoments(*(jnp.asarray(a, dtype) for a in total))
+    return _expected_stats(params, jnp.asarray(layout.patterns), center, sums)
+
+
+def _add_moments(total, sums: PatternMoments) -> list[np.ndarray]:
+    """``total + sums`` in float64 NumPy."""
+    arrays = [np.asarray(a, np.float64) for a in sums]
+    return arrays if total is None else [a + b for a, b in zip(total, arrays)]
+
+
 def fit_em_chunked(
     data,
     k: int | None = None,
@@ -148,6 +219,7 @@ def fit_em_chunked(
     patience: int = 1,
     previous_log_likelihood: float | None = None,
     sample_weight=None,
+    missing: str = "error",
 ) -> FitResult:
     r"""Exact full-batch EM over chunked data (``fit_em``'s result, bounded memory).
 
@@ -173,6 +245,12 @@ def fit_em_chunked(
       sample_weight: the rows' weights, as ``fit_em``: one 1-D array, or chunked 1-D
         weights parallel to ``data`` (a sequence or a callable with the same chunk
         lengths), read with it on every pass.
+      missing: as ``fit_em``: with ``"marginalize"`` NaN entries are missing at
+        random. The first pass collects the data's missingness patterns and every
+        column's mean over its observed entries (the center); each pass groups every
+        chunk's rows by pattern and sums their per-pattern moments
+        (``mogjax.missing``), so the fit is ``fit_em``'s marginalised EM. The init
+        sample sees each missing entry at its column's mean.
 
     Returns:
       ``FitResult``, as ``fit_em``.
@@ -214,15 +292,26 @@ def fit_em_chunked(
             "`lambda: read_chunks()`), or use mogjax.fit_online_em"
         )
 
-    info = summarize(source, max(init_sample, k), weighted)
+    v.check_choice(missing, "missing", ("error", "marginalize"))
+    info = summarize(source, max(init_sample, k), weighted, missing == "marginalize")
     v.check_enough_samples(info.n, k)
     user_init = v.check_user_init(init_params, k, info.n_features, covariance_type)
     rows = min(chunk_size or info.longest, info.n)
     dtype = info.dtype
     center = jnp.asarray(info.mean, dtype)
-    sample = jnp.asarray(info.sample, dtype)
+    sample = info.sample
+    if info.patterns is not None:  # the init sees missing entries at the center
+        cols = sample.shape[1] - weighted
+        sample = sample.copy()
+        sample[:, :cols] = np.where(np.isnan(sample[:, :cols]), info.mean, sample[:, :cols])
+    sample = jnp.asarray(sample, dtype)
     sample, sample_w = (sample[:, :-1], sample[:, -1]) if weighted else (sample, None)
-    e_step = lambda p: full_pass(p, source, rows, center, info.n, block_size, weighted)
+    if info.patterns is None:
+        e_step = lambda p: full_pass(p, source, rows, center, info.n, block_size, weighted)
+    else:
+        layout = MissingLayout.of(info.patterns, info.n, rows)
+        e_step = lambda p: missing_pass(p, source, rows, center, layout, info.n, block_size,
+                                        weighted)
     results = []
     for key in v.split_keys(seed, n_init):
         params = initialize_compiled(
@@ -233,7 +322,8 @@ def fit_em_chunked(
         )
         results.append(host_em_loop(
             params, e_step, max_iter, rule, jnp.asarray(reg_covar, dtype), bool(equal_weights),
-            verbose, dtype, check_pass=lambda: checked_chunks(source, info.n_features + weighted)))
+            verbose, dtype, check_pass=lambda: checked_chunks(
+                source, info.n_features + weighted, allow_nan=info.patterns is not None)))
     best = pick_best(results)
     raise_if_degenerate(best, dtype)
     return best

@@ -29,6 +29,7 @@ import numpy as np
 
 from mogjax import _validation as v
 from mogjax.init import INIT_SAMPLE
+from mogjax.missing import pattern_keys, patterns_of_keys
 
 CHUNK_ELEMENTS = 2**22  # default chunk of an array source: 16 MiB of float32
 
@@ -141,12 +142,14 @@ def as_source(data, chunk_size: int | None = None) -> ChunkSource:
 
 
 def check_chunk(
-    chunk, index: int, row: int, n_features: int | None, finite: bool = True
+    chunk, index: int, row: int, n_features: int | None, finite: bool = True,
+    allow_nan: bool = False,
 ) -> np.ndarray:
     """Validate one chunk (the ``index``-th, starting at data row ``row``).
 
     Raises ``TypeError``/``ValueError`` naming the chunk: non-numeric, not 2-D, a
-    number of columns other than ``n_features``, NaN or infinity (when ``finite``).
+    number of columns other than ``n_features``, NaN or infinity (when ``finite``;
+    with ``allow_nan`` NaN is a missing entry and only infinity is refused).
     """
     try:
         a = np.asarray(chunk)
@@ -160,8 +163,9 @@ def check_chunk(
         raise ValueError(
             f"chunk {index} has {a.shape[1]} columns, but the first chunk has {n_features}"
         )
-    if finite and not np.all(np.isfinite(a)):
-        r, c = np.argwhere(~np.isfinite(a))[0]
+    bad = (np.isinf(a) if allow_nan else ~np.isfinite(a)) if finite else None
+    if bad is not None and bad.any():
+        r, c = np.argwhere(bad)[0]
         what = "NaN" if np.isnan(a[r, c]) else "infinity"
         raise ValueError(
             f"chunk {index} contains {what} (row {r} of the chunk, row {row + r} of the "
@@ -237,11 +241,12 @@ def with_weights(source: ChunkSource, sample_weight) -> ChunkSource:
     return ChunkSource(chunks, source.reiterable)
 
 
-def checked_chunks(source: ChunkSource, n_features=None, finite=True) -> Iterator[np.ndarray]:
+def checked_chunks(source: ChunkSource, n_features=None, finite=True,
+                   allow_nan: bool = False) -> Iterator[np.ndarray]:
     """The source's non-empty chunks, each through ``check_chunk``."""
     row = 0
     for index, raw in enumerate(source.chunks()):
-        a = check_chunk(raw, index, row, n_features, finite)
+        a = check_chunk(raw, index, row, n_features, finite, allow_nan)
         n_features = a.shape[1]
         row += a.shape[0]
         if a.shape[0]:
@@ -280,7 +285,10 @@ def padded(batch: np.ndarray, rows: int, fill: np.ndarray) -> np.ndarray:
 
 class DataSummary(NamedTuple):
     """What the first pass learns: sizes, dtype, (weighted) mean in float64, the init
-    sample (with its weight column when weighted) and the total weight (``n`` if not)."""
+    sample (with its weight column when weighted) and the total weight (``n`` if not).
+    With missing entries, ``mean`` is every column's mean over its observed entries,
+    the sample keeps its NaN and ``patterns`` (p, d) holds every pattern of observed
+    entries (``None`` when nothing is missing)."""
 
     n: int
     n_features: int
@@ -289,22 +297,43 @@ class DataSummary(NamedTuple):
     longest: int
     sample: np.ndarray
     total_weight: float
+    patterns: np.ndarray | None = None
+
+
+def _missing_rows(x: np.ndarray, index: int, row: int) -> np.ndarray:
+    """The observed entries of a chunk (NaN missing); a row with none is named."""
+    observed = ~np.isnan(x)
+    empty = ~observed.any(axis=1)
+    if empty.any():
+        r = int(np.argmax(empty))
+        raise ValueError(f"chunk {index} has a row with every entry missing (row {r} of the "
+                         f"chunk, row {row + r} of the data); remove such rows")
+    return observed
 
 
 def summarize(source: ChunkSource, sample_size: int = INIT_SAMPLE,
-              weighted: bool = False) -> DataSummary:
+              weighted: bool = False, missing: bool = False) -> DataSummary:
     """One validating pass: sizes, mean, longest chunk and a strided sample.
 
     The sample holds the rows whose index is a multiple of a stride (a power of
     two, doubled whenever more than ``sample_size`` rows are kept), so it spreads
     over the whole data and is every row when ``n <= sample_size``. With
     ``weighted`` the last column of every chunk is the rows' weight (``with_weights``).
+    With ``missing`` NaN entries are missing (``DataSummary``).
     """
     n, longest, stride, total, dtype, kept, mass = 0, 0, 1, None, None, [], 0.0
-    for a in checked_chunks(source):
+    col_mass, keys = 0.0, None
+    for index, a in enumerate(checked_chunks(source, allow_nan=missing)):
         dtype = np.dtype(v.float_dtype(a.dtype)) if dtype is None else dtype
         w = a[:, -1].astype(np.float64) if weighted else None
         x = a[:, :-1] if weighted else a
+        if missing:
+            observed = _missing_rows(x, index, n)
+            keys = np.unique(pattern_keys(observed) if keys is None else
+                             np.concatenate([keys, pattern_keys(observed)]))
+            x = np.where(observed, x, 0.0)
+            ow = observed if w is None else observed * w[:, None]
+            col_mass = col_mass + ow.sum(axis=0, dtype=np.float64)
         total = (x.sum(axis=0, dtype=np.float64) if w is None else w @ x.astype(np.float64)) + (
             0.0 if total is None else total)
         mass += a.shape[0] if w is None else float(w.sum())
@@ -317,4 +346,9 @@ def summarize(source: ChunkSource, sample_size: int = INIT_SAMPLE,
     if mass <= 0:
         raise ValueError("sample_weight is zero everywhere: at least one row must weigh > 0")
     sample = np.concatenate(kept)
-    return DataSummary(n, sample.shape[1] - weighted, dtype, total / mass, longest, sample, mass)
+    d = sample.shape[1] - weighted
+    if keys is not None and not (len(keys) == 1 and patterns_of_keys(keys, d).all()):
+        patterns = patterns_of_keys(keys, d)
+        mean = np.where(col_mass > 0, total / np.where(col_mass > 0, col_mass, 1.0), 0.0)
+        return DataSummary(n, d, dtype, mean, longest, sample, mass, patterns)
+    return DataSummary(n, d, dtype, total / mass, longest, sample, mass)

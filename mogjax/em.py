@@ -293,7 +293,7 @@ def fit_em(
         or ``"marginalize"``: NaN entries are missing at random; each row's
         likelihood is that of its observed coordinates and the E-step gives expected
         statistics, so this is exact EM on the observed data (``mogjax.missing``;
-        every covariance type; in-memory data). The initialisation sees each missing
+        every covariance type; chunked data too). The initialisation sees each missing
         entry at its column's mean. Without NaN the fit is the complete-data fit.
       acceleration: ``None`` (plain EM), or accelerated EM over the same E-step and
         M-step from the same start: ``"squarem"``, ``"daarem"``, ``"overrelaxed"``,
@@ -327,16 +327,12 @@ def fit_em(
                          "not chunked data (chunk_size, a memmap, a path, a list or a "
                          "callable) nor missing='marginalize'; use acceleration=None")
     if chunk_size is not None or is_chunked(x):
-        if missing != "error":
-            raise ValueError(f"missing={missing!r} needs in-memory data: chunked EM "
-                             "(chunk_size, a memmap, a path, a list or a callable) "
-                             "takes complete rows only")
         return fit_em_chunked(
             x, k, chunk_size=chunk_size, covariance_type=covariance_type, init=init,
             max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_init=n_init, seed=seed,
             init_params=init_params, equal_weights=equal_weights, block_size=block_size,
             verbose=verbose, patience=patience, previous_log_likelihood=previous_log_likelihood,
-            sample_weight=sample_weight,
+            sample_weight=sample_weight, missing=missing,
         )
     v.check_choice(missing, "missing", ("error", "marginalize"))
     x, gaps = prepare_missing(x) if missing == "marginalize" else (v.check_data(x), None)

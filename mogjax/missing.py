@@ -111,10 +111,16 @@ def prepare_missing(x) -> tuple[Array, MissingData | None]:
     return checked, split_missing(arr, checked.dtype)
 
 
-def _keys(observed: np.ndarray) -> np.ndarray:
+def pattern_keys(observed: np.ndarray) -> np.ndarray:
     """One sortable key per row of a boolean (n, d) array (its bits, packed)."""
     packed = np.ascontiguousarray(np.packbits(observed, axis=1))
     return packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+
+
+def patterns_of_keys(keys: np.ndarray, n_features: int) -> np.ndarray:
+    """The boolean rows (p, d) of ``pattern_keys``."""
+    packed = np.frombuffer(keys.tobytes(), np.uint8).reshape(len(keys), -1)
+    return np.unpackbits(packed, axis=1, count=n_features).astype(bool)
 
 
 def find_patterns(x) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +135,7 @@ def find_patterns(x) -> tuple[np.ndarray, np.ndarray]:
     if empty.any():
         raise ValueError(f"row {int(np.argmax(empty))} of X has every entry missing (NaN); "
                          "remove such rows: they carry no information")
-    keys, first, counts = np.unique(_keys(observed), return_index=True, return_counts=True)
+    keys, first, counts = np.unique(pattern_keys(observed), return_index=True, return_counts=True)
     return observed[first], counts
 
 
@@ -168,9 +174,9 @@ def split_missing(x, dtype, block: int | None = None, patterns=None,
     if empty.any():
         raise ValueError(f"row {int(np.argmax(empty))} of X has every entry missing (NaN); "
                          "remove such rows: they carry no information")
-    table = _keys(patterns)
+    table = pattern_keys(patterns)
     order_t = np.argsort(table)
-    keys = _keys(observed)
+    keys = pattern_keys(observed)
     at = np.minimum(np.searchsorted(table[order_t], keys), len(table) - 1)
     pattern = order_t[at]
     if np.any(table[pattern] != keys):

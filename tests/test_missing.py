@@ -109,10 +109,42 @@ def test_gaussian_mixture_marginalizes_when_asked():
         mg.GaussianMixture(3).fit(XM)  # scikit-learn's default: NaN is an error
 
 
-def test_chunked_data_refuse_to_marginalise():
-    x = np.zeros((10, 2))
-    with pytest.raises(ValueError, match="missing='marginalize' needs in-memory data"):
-        mg.fit_em(x, 2, chunk_size=5, missing="marginalize")
+def assert_same_fit(a, b, rtol=1e-10):
+    assert int(a.n_iter) == int(b.n_iter) and bool(a.converged) == bool(b.converged)
+    np.testing.assert_allclose(a.curve, b.curve, rtol=rtol)  # NaN where NaN
+    for f in ("log_weights", "means", "prec_chol"):
+        np.testing.assert_allclose(getattr(a.params, f), getattr(b.params, f), rtol=rtol,
+                                   atol=rtol)
+
+
+@pytest.mark.parametrize("covariance_type", ("full", "spherical"))
+def test_chunked_marginalised_em_is_the_in_memory_fit(covariance_type, tmp_path):
+    w = np.random.default_rng(5).uniform(0.5, 2.0, len(XM))
+    ref = mg.fit_em(XM, 3, covariance_type=covariance_type, missing="marginalize", tol=1e-8,
+                    sample_weight=w)
+    chunks = [XM[:130], XM[130:500], XM[500:]]  # chunks re-cut to 256 rows, the last padded
+    got = mg.fit_em(chunks, 3, covariance_type=covariance_type, missing="marginalize",
+                    tol=1e-8, chunk_size=256, sample_weight=[w[:130], w[130:500], w[500:]])
+    assert_same_fit(got, ref)
+    if covariance_type == "full":  # a memory-mapped .npy file with NaN
+        np.save(tmp_path / "x.npy", XM)
+        mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+        ref = mg.fit_em(XM, 3, missing="marginalize", tol=1e-8)
+        assert_same_fit(mg.fit_em(mapped, 3, missing="marginalize", tol=1e-8,
+                                  chunk_size=300), ref)
+
+
+def test_chunked_missing_input_is_named():
+    bad = [XM[:100], XM[100:200].copy()]
+    bad[1][7] = np.nan
+    with pytest.raises(ValueError, match=r"chunk 1 has a row with every entry missing "
+                                         r"\(row 7 of the chunk, row 107"):
+        mg.fit_em(bad, 3, missing="marginalize")
+    with pytest.raises(ValueError, match=r"chunk 0 contains NaN"):
+        mg.fit_em(bad, 3)  # the default stays an error
+    bad[1][7] = np.inf
+    with pytest.raises(ValueError, match=r"chunk 1 contains infinity"):
+        mg.fit_em(bad, 3, missing="marginalize")
 
 
 # ---- the pattern-block E-step against the per-row one it replaced (issue 27) ----
