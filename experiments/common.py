@@ -273,10 +273,38 @@ def precision(cfg):
         yield
 
 
+# Long fits report progress unasked: a line about every PROGRESS_SECONDS when a fit is
+# expected to take more than LONG_FIT_SECONDS (at the matrix throughput measured on a
+# 2-core machine; a faster one just prints fewer lines).
+LONG_FIT_SECONDS, PROGRESS_SECONDS, FLOPS_PER_SECOND = 10.0, 5.0, {"float32": 5e10,
+                                                                   "float64": 2.5e10}
+
+
+def auto_progress(cfg, x, max_iter: int) -> int:
+    """``progress_every`` when set, else 0 for a short fit and, for one expected to take
+    more than ``LONG_FIT_SECONDS`` (two matrix products of rows x components x quadratic
+    features per iteration), the stride of about one line per ``PROGRESS_SECONDS``."""
+    if cfg.progress_every:
+        return int(cfg.progress_every)
+    n, d = x.shape
+    width = mg.gaussian.n_quadratic_features(d, configs.plain(cfg.model.covariance_type))
+    seconds = 4.0 * n * int(cfg.model.k) * (width + 1) / FLOPS_PER_SECOND[
+        configs.precision_of(cfg)]
+    if seconds * max_iter <= LONG_FIT_SECONDS:
+        return 0
+    every = max(1, int(PROGRESS_SECONDS / seconds))
+    logging.getLogger(__name__).warning(
+        "a fit of %d rows x %d components is expected to take about %.0f s (%d iterations "
+        "at most): progress every %d iterations (set progress_every to choose)",
+        n, int(cfg.model.k), seconds * max_iter, max_iter, every)
+    return every
+
+
 def _fit_mixture(cfg, x, method: str, weights):
     fit = mg.fit_em if method == "em" else mg.fit_gradient
     budget_key = "max_iter" if method == "em" else "steps"
     kwargs = dict(fit_kwargs(cfg, method), sample_weight=weights)
+    kwargs["verbose"] = auto_progress(cfg, x, cfg.stop.max_iter)
     if cfg.stop.seconds is None:
         return timed(lambda: fit(x, cfg.model.k, **kwargs))
     # A budget of seconds: time the whole budget of iterations warm, then refit with

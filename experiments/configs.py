@@ -409,15 +409,72 @@ def check_optimizer(opt, steps: int) -> None:
 
 
 def validate_data(cfg, x) -> None:
-    """What the loaded data must allow: at least ``model.k`` rows for a mixture."""
-    if cfg.algorithm.name != "meanshift" and x.shape[0] < cfg.model.k:
-        raise ValueError(f"the data have {x.shape[0]} rows, fewer than model.k={cfg.model.k} "
+    """What the loaded data must allow, before any run exists: at least ``model.k``
+    rows for a mixture, a mini-batch no larger than the data, and memory for the fit
+    (``check_memory``)."""
+    n = x.shape[0]
+    if cfg.algorithm.name != "meanshift" and n < cfg.model.k:
+        raise ValueError(f"the data have {n} rows, fewer than model.k={cfg.model.k} "
                          "components")
+    batch = OmegaConf.select(cfg, "algorithm.batch_size", default=None)
+    if cfg.algorithm.name == "gradient" and batch is not None and batch > n:
+        raise ValueError(f"algorithm.batch_size={batch} is more than the data's {n} rows")
+    if cfg.algorithm.name != "meanshift":
+        check_memory(n, x.shape[1], int(cfg.model.k), plain(cfg.model.covariance_type),
+                     precision_of(cfg))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (``MemAvailable`` of /proc/meminfo), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def memory_estimate(n: int, d: int, k: int, covariance_type: str, precision: str) -> dict:
+    """Bytes a fit of ``k`` components on ``n`` rows of ``d`` features holds at once, at
+    least: the rows-by-components arrays of the initialisation and the E-step
+    (k-means++ distances, responsibilities: ``n * k`` numbers) and the cache of the
+    rows' quadratic features (``mogjax.estep``) when it is used."""
+    from mogjax import gaussian
+    from mogjax.estep import FEATURE_CACHE_BYTES
+
+    size = 8 if precision == "float64" else 4
+    rows_by_components = n * k * size
+    features = n * gaussian.n_quadratic_features(d, covariance_type) * size
+    cache = features if features <= FEATURE_CACHE_BYTES else 0
+    return {"rows_by_components": rows_by_components, "feature_cache": cache,
+            "total": rows_by_components + cache + n * d * size}
+
+
+def check_memory(n: int, d: int, k: int, covariance_type: str, precision: str,
+                 available: int | None = None) -> None:
+    """One error line, before any run or compute, when the fit's memory estimate
+    (``memory_estimate``) exceeds the memory available (it used to end in a 51-line
+    RESOURCE_EXHAUSTED traceback after a run was created)."""
+    available = available_memory() if available is None else available
+    need = memory_estimate(n, d, k, covariance_type, precision)
+    if available is None or need["total"] <= available:
+        return
+    gb = lambda b: f"{b / 2**30:.1f} GB"
+    raise ValueError(
+        f"the fit needs about {gb(need['total'])} ({n} rows x {k} components x "
+        f"{8 if precision == 'float64' else 4} bytes = {gb(need['rows_by_components'])}, "
+        f"feature cache {gb(need['feature_cache'])}), more than the {gb(available)} "
+        "available: lower model.k or the number of rows, or use precision=float32")
 
 
 def validate_compare(cfg, swept=()) -> None:
     """``validate``, and what a comparison from one shared start needs."""
     validate(cfg, swept)
+    if not is_swept("compare", swept) and not list(cfg.compare):
+        raise ValueError("compare=[] names no method: list at least one, e.g. "
+                         "compare=[em,adam]")
     if is_swept("model", swept):
         return
     if cfg.model.missing == Missing.marginalize:

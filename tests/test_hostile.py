@@ -830,3 +830,42 @@ def test_rerun_reproduces_a_variational_run_and_refuses_unfinished_ones(cfg_fact
     assert rerun.main([killed.info.run_id, "--tracking-uri", store["uri"]]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: ") and "ended KILLED" in line
+
+
+# --- checks before compute -------------------------------------------------------------------
+
+
+def test_what_cannot_run_stops_before_a_run_exists(cfg_factory, store, capsys, monkeypatch):
+    """``model.k=100000`` on 200,000 rows ended in a 51-line RESOURCE_EXHAUSTED
+    traceback (80 GB) on a FAILED run; ``compare=[]`` failed with "max() arg is an empty
+    sequence" after creating its run; a batch larger than the data failed after the run
+    existed. Each is now one line before any run."""
+    from experiments import compare, configs, fit
+
+    monkeypatch.setattr(configs, "available_memory", lambda: 8 * 2**30)
+    uri = f"tracking.uri={store['uri']}"
+    before = len(runs_of(store))
+    cases = [
+        (fit.run, ["model.k=100000", "data=synthetic", "data.n_samples=200000"],
+         "the fit needs about 74.5 GB (200000 rows x 100000 components x 4 bytes"),
+        (compare.run, ["compare=[]"], "compare=[] names no method"),
+        (fit.run, ["algorithm=gradient", "algorithm.batch_size=1000", "data=iris"],
+         "algorithm.batch_size=1000 is more than the data's 150 rows"),
+    ]
+    for run, overrides, words in cases:
+        line = one_line_error(run, cfg_factory(uri, "precision=float32", *overrides), capsys)
+        assert words in line, line
+    assert len(runs_of(store)) == before
+
+
+def test_a_long_fit_reports_progress_unasked(cfg_factory, caplog):
+    """``model.k=20000`` at n=1e5 ran 300 s without a line; a fit expected to take
+    more than a few seconds now reports about every 5 s (short ones stay quiet)."""
+    from experiments import common
+
+    cfg = cfg_factory("model.k=20000", "precision=float32")
+    with caplog.at_level("WARNING", logger="experiments.common"):
+        every = common.auto_progress(cfg, np.empty((100_000, 2)), 1000)
+    assert every >= 1 and "progress every" in caplog.text
+    assert common.auto_progress(cfg_factory(), FAITHFUL32, 1000) == 0
+    assert common.auto_progress(cfg_factory("progress_every=7"), FAITHFUL32, 1000) == 7
