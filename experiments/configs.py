@@ -350,6 +350,12 @@ def validate(cfg, swept=()) -> None:
     each job's own check (the sweep's config holds none of their values yet)."""
     check_known_keys(cfg)
     fixed = lambda *keys: not any(is_swept(k, swept) for k in keys)
+    if fixed("tags"):
+        for tag in cfg.tags:  # stored joined by commas (the runs' tag ``study``)
+            if not str(tag).strip() or any(c in str(tag) for c in ",\n\r\t"):
+                raise ValueError(f"tags entry {str(tag)!r}: a tag must be non-empty text "
+                                 "without commas, tabs or line breaks (the tags are stored "
+                                 "joined by commas, and could not be told apart)")
     for key, (ok, requirement) in CHECKS:
         if fixed(key, "data.source") and _applies(cfg, key) and not ok(
                 value := OmegaConf.select(cfg, key)):

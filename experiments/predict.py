@@ -121,12 +121,22 @@ def run(cfg: DictConfig) -> dict:
             "model_run_id": tags["model_run_id"]}
 
 
+def one_line(err: Exception, limit: int = 400) -> str:
+    """An error as one line: MLflow's schema errors quote the whole input DataFrame
+    before their reason, so only the reason is kept; at most ``limit`` characters."""
+    text = str(err).strip()
+    if "enforce schema" in text and "Error: " in text:
+        text = "the data do not match the model's signature: " + text.rsplit("Error: ", 1)[1]
+    line = text.splitlines()[-1] if text else type(err).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 @hydra.main(version_base="1.3", config_path="../conf/predict", config_name="config")
 def main(cfg: DictConfig) -> None:
     try:
         out = run(cfg)
     except (ValueError, MlflowException, TrackingUnavailable, OSError) as err:
-        print(f"error: {str(err).strip().splitlines()[-1]}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(1)
     counts = out["table"]["label"].value_counts().sort_index()
     print(f"{len(out['table'])} rows labelled by {cfg.model}: "

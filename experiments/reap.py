@@ -90,6 +90,18 @@ def _upload_records(uri: str, root: Path, tags: dict) -> list[str]:
     return done
 
 
+SHOWN = 10  # run ids named in reap's one line; the rest counted
+
+
+def summary_line(marked: list[str], uri: str) -> str:
+    """What reap prints: the count, and the first ``SHOWN`` run ids (500 ids used to
+    make one line of 17,000 characters)."""
+    shown = ", ".join(marked[:SHOWN]) + (
+        f" and {len(marked) - SHOWN} more" if len(marked) > SHOWN else "")
+    return (f"{len(marked)} run(s) of dead processes marked KILLED on {uri}"
+            + (f": {shown}" if marked else ""))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.reap",
                                      description=__doc__.split("\n")[0])
@@ -106,8 +118,7 @@ def main(argv=None) -> int:
     except Exception as err:  # a store that fails: one line
         print(f"error: tracking store {uri}: {store.first_line(err)}", file=sys.stderr)
         return 1
-    print(f"{len(marked)} run(s) of dead processes marked KILLED on {uri}"
-          + (f": {', '.join(marked)}" if marked else ""))
+    print(summary_line(marked, uri))
     return 0
 
 

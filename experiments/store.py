@@ -91,6 +91,13 @@ def check(uri: str, timeout: float = 5.0) -> None:
     """Raise ``TrackingUnavailable`` (one line: the store, what is wrong, what to do) when
     ``uri`` cannot take a run. Fast: one ``/health`` request, or a look at the file."""
     scheme = urllib.parse.urlparse(uri).scheme.split("+")[0]
+    if not scheme and not (os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() == "true"
+                           and Path(uri).is_dir()):
+        where = Path(uri).expanduser().resolve()
+        sqlite = where if where.suffix in (".db", ".sqlite", ".sqlite3") else where / "mlflow.db"
+        raise TrackingUnavailable(
+            f"tracking store {uri}: a bare path is not a store URI (MLflow would take it for "
+            f"its deprecated file store); for an sqlite store write sqlite:///{sqlite}")
     if scheme and scheme not in SCHEMES:  # a plain path: MLflow's file store decides
         raise TrackingUnavailable(
             f"tracking store {uri}: unknown scheme {scheme!r} (MLflow opens "

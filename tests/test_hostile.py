@@ -869,3 +869,25 @@ def test_a_long_fit_reports_progress_unasked(cfg_factory, caplog):
     assert every >= 1 and "progress every" in caplog.text
     assert common.auto_progress(cfg_factory(), FAITHFUL32, 1000) == 0
     assert common.auto_progress(cfg_factory("progress_every=7"), FAITHFUL32, 1000) == 7
+
+
+# --- smaller ones ----------------------------------------------------------------------------
+
+
+def test_the_smaller_records_tell_the_truth(cfg_factory, capsys, tmp_path):
+    """Tags that could not be told apart once stored (``['a,b']`` and ``['a', 'b']``)
+    are refused; a bare sqlite path as the store names the ``sqlite:///`` form (it
+    showed MLflow's truncated deprecation notice); reap names ten run ids and counts the
+    rest (500 ids made one line); a schema error keeps its reason, not the whole input."""
+    from experiments import fit, predict, reap, store
+
+    line = one_line_error(fit.run, cfg_factory("tags=['a,b']", "tracking.enabled=false"), capsys)
+    assert "tags entry 'a,b'" in line
+    with pytest.raises(store.TrackingUnavailable, match=r"write sqlite:///.*mlflow\.db"):
+        store.check(str(tmp_path / "mlflow.db"))
+    text = reap.summary_line([f"run{i}" for i in range(500)], "sqlite:///x.db")
+    assert text.endswith("run9 and 490 more") and len(text) < 200
+    err = ValueError("Failed to enforce schema of data '[[1, 2]\n [3, 4]]' with schema "
+                     "'[...]'. Error: Model is missing inputs ['a'].")
+    assert predict.one_line(err) == ("the data do not match the model's signature: Model is "
+                                     "missing inputs ['a'].")
