@@ -111,7 +111,7 @@ def objective(raw: UnconstrainedParams, x: ArrayLike, reg_covar=0.0, sample_weig
 
 
 class GradientResult(NamedTuple):
-    """What ``fit_gradient`` returns; its first five fields are ``FitResult``'s.
+    """What ``fit_gradient`` returns; its first six fields are ``FitResult``'s.
 
     Attributes:
       params: the best parameters visited (by the full-data objective).
@@ -122,6 +122,12 @@ class GradientResult(NamedTuple):
       n_iter: steps taken, rejected ones included.
       converged: the stopping rule (``tol``) or the gradient norm stopped the fit.
       degenerate: some step was rejected (``n_rejected > 0``).
+      n_esteps: E-steps made (each one pass over the data, the unit of
+        ``FitResult.n_esteps``): 2 at the start (the start's statistics, and the
+        value and gradient of the unconstrained start), 1 per step, or the line
+        search's evaluations (L-BFGS) plus any the optimiser had to redo; with
+        mini-batches, the full evaluations plus the batches' rows in passes over
+        the data (rounded up).
       n_rejected: steps rejected (module doc).
       stop_code: index into ``mogjax.results.STOP_REASONS`` (see ``stop_reason``).
       best_iter: the step after which ``params`` were reached.
@@ -132,6 +138,7 @@ class GradientResult(NamedTuple):
     n_iter: Array
     converged: Array
     degenerate: Array
+    n_esteps: Array
     n_rejected: Array
     stop_code: Array
     best_iter: Array
@@ -166,6 +173,7 @@ class _State(NamedTuple):
     n_rejected: Array
     counter: StopCounter
     stop: Array
+    n_esteps: Array
 
 
 class _Settings(NamedTuple):
@@ -197,9 +205,13 @@ def _loop(raw0, curve0, data, weight, center, key, s: _Settings, opt, hyper, *, 
         raw = optax.apply_updates(st.raw, updates)
         if line_search:
             new_loss, grad = optax.value_and_grad_from_state(full_loss)(raw, state=opt_state)
+            searched = optax.tree.get(opt_state, "num_linesearch_steps", 0)
+            redone = ~jnp.isfinite(optax.tree.get(opt_state, "value"))  # recomputed then
+            used = jnp.asarray(searched, jnp.int32) + redone.astype(jnp.int32)
         else:
             new_loss, grad = jax.value_and_grad(full_loss)(raw)
-        return raw, opt_state, -new_loss, grad, jnp.bool_(True)
+            used = jnp.int32(1)
+        return raw, opt_state, -new_loss, grad, jnp.bool_(True), used
 
     def batch_step(st: _State):
         idx = jax.random.randint(jax.random.fold_in(key, st.step), (batch_size,), 0, n)
@@ -210,10 +222,10 @@ def _loop(raw0, curve0, data, weight, center, key, s: _Settings, opt, hyper, *, 
         raw = optax.apply_updates(st.raw, updates)
         due = ((st.step + 1) % eval_every == 0) | (st.step + 1 == s.steps)
         value = jax.lax.cond(due, lambda: -full_loss(raw), lambda: st.value)
-        return raw, opt_state, value, grad, due
+        return raw, opt_state, value, grad, due, due.astype(jnp.int32)
 
     def body(st: _State) -> _State:
-        raw, opt_state, value, grad, evaluated = (
+        raw, opt_state, value, grad, evaluated, used = (
             full_step if batch_size is None else batch_step)(st)
         ok = jnp.isfinite(value) & all_finite(raw) & all_finite(grad)
         if line_search:  # a monotone method: a step down is a failed step
@@ -235,13 +247,13 @@ def _loop(raw0, curve0, data, weight, center, key, s: _Settings, opt, hyper, *, 
         stop = jnp.where(evaluated & small, TOL, jnp.where(flat, GRAD_NORM, STEPS))
         report_every(verbose, i, value, "gradient step")
         return _State(raw, opt_state, value, grad, best_raw, best_value, best_iter, curve, i,
-                      st.n_rejected + ~ok, counter, stop)
+                      st.n_rejected + ~ok, counter, stop, st.n_esteps + used)
 
     value, grad = jax.value_and_grad(full_loss)(raw0)
     curve = jnp.full((capacity + 1,), jnp.nan, data.dtype).at[0].set(curve0)
     start = _State(raw0, state0, -value if batch_size is None else curve0, grad, raw0, curve0,
                    jnp.int32(0), curve, jnp.int32(0), jnp.int32(0), start_counter(curve0),
-                   jnp.where(jnp.isfinite(curve0), STEPS, DEGENERATE))
+                   jnp.where(jnp.isfinite(curve0), STEPS, DEGENERATE), jnp.int32(2))
     return jax.lax.while_loop(lambda st: (st.step < s.steps) & (st.stop == STEPS), body, start)
 
 
@@ -271,7 +283,10 @@ def _fit(x, weight, init_key, shuffle_key, user_init, s: _Settings, hyper, *, k,
     params = _pick(at_start, params0, best.replace(means=best.means + center))
     curve = st.curve.at[st.step].set(st.best_value)
     converged = (st.stop == TOL) | (st.stop == GRAD_NORM)
-    return GradientResult(params, curve, st.step, converged, st.n_rejected > 0,
+    n_esteps = st.n_esteps
+    if batch_size is not None:  # the batches' rows, in passes over the data
+        n_esteps += (st.step * batch_size + x.shape[0] - 1) // x.shape[0]
+    return GradientResult(params, curve, st.step, converged, st.n_rejected > 0, n_esteps,
                           st.n_rejected, st.stop, st.best_iter)
 
 

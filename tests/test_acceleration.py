@@ -161,3 +161,25 @@ def test_refuses_what_it_cannot_do():
         mg.fit_em(x, 2, acceleration="squarem", missing="marginalize")
     with pytest.raises(ValueError, match="scheme"):
         mg.fit_em(x, 2, acceleration=Squarem(scheme=4))
+
+
+def test_fit_gradient_counts_its_e_steps(monkeypatch):
+    """Every pass over the data in fit_gradient (the start's statistics, each value
+    and gradient, every evaluation of L-BFGS's line search) is counted in
+    ``n_esteps``."""
+    import mogjax.gradient as gradient
+
+    calls = []
+
+    def counting(fn):
+        def wrapped(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            jax.debug.callback(lambda *_: calls.append(1), jax.tree.leaves(out)[0])
+            return out
+        return wrapped
+
+    monkeypatch.setattr(gradient, "terms_moments", counting(gradient.terms_moments))
+    monkeypatch.setattr(gradient, "stats_of", counting(gradient.stats_of))
+    x = _slow_data(246)  # a size of its own: a fresh trace sees the wrappers
+    res = mg.fit_gradient(x, 2, optimizer="lbfgs", steps=30, tol=None)
+    assert int(res.n_esteps) == len(calls) >= int(res.n_iter) + 2
