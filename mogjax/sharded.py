@@ -32,7 +32,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mogjax import _blocks
@@ -40,10 +40,16 @@ from mogjax import _validation as v
 from mogjax._typing import Array, ArrayLike
 from mogjax.em import curve_capacity, em_loop, trimmed
 from mogjax.estep import e_step_data, e_step_moments
-from mogjax.init import INIT_SAMPLE, initialize
+from mogjax.init import INIT_SAMPLE, initialize, initialize_compiled
+from mogjax.missing import (
+    MissingData, choose_block, expected_stats, find_patterns, pattern_moments, pattern_terms,
+    split_missing,
+)
 from mogjax.mixture import MixtureParams
-from mogjax.results import FitResult, best_of, raise_if_degenerate
-from mogjax.sharding import DATA_AXIS, ShardedData, ShardLayout, shard_rows
+from mogjax.results import FitResult, best_of, pick_best, raise_if_degenerate
+from mogjax.sharding import (
+    DATA_AXIS, ShardedData, ShardLayout, _check_mesh, default_mesh, shard_rows,
+)
 from mogjax.suffstats import SufficientStats, stats_from_moments
 
 
@@ -202,6 +208,7 @@ def fit_em_sharded(
     init_sample: int = INIT_SAMPLE,
     patience: int = 1,
     sample_weight: ArrayLike | None = None,
+    missing: str = "error",
 ) -> FitResult:
     r"""``fit_em`` with the rows sharded over the devices (and processes) of a mesh.
 
@@ -230,6 +237,13 @@ def fit_em_sharded(
       mesh: a 1-D mesh (default: all devices, axis ``axis_name``).
       axis_name: the mesh axis holding the rows.
       init_sample: most rows the initialisation sees (>= k).
+      missing: as ``fit_em``: with ``"marginalize"`` NaN entries of ``x`` (an array,
+        one process) are missing at random. Every device holds a contiguous share
+        of the rows grouped by pattern (``mogjax.missing``, one pattern table for
+        all), reduces them to per-pattern moments, one ``psum`` adds those and the
+        expected statistics follow replicated: ``fit_em``'s marginalised EM. The
+        initialisation runs on the host over the rows (a strided sample of at most
+        ``init_sample``) with each missing entry at its column's mean.
 
     Returns:
       ``FitResult``, replicated on every device (and process).
@@ -245,6 +259,16 @@ def fit_em_sharded(
       >>> sorted(round(float(m)) for m in res.params.means[:, 0])
       [-5, 5]
     """
+    v.check_choice(missing, "missing", ("error", "marginalize"))
+    if missing == "marginalize" and not isinstance(x, ShardedData):
+        arr = np.asarray(x)
+        if arr.dtype.kind == "f" and np.isnan(arr).any():
+            return _fit_missing_sharded(
+                arr, k, mesh=mesh, axis_name=axis_name, covariance_type=covariance_type,
+                init=init, max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_init=n_init,
+                seed=seed, init_params=init_params, equal_weights=equal_weights,
+                block_size=block_size, init_sample=init_sample, patience=patience,
+                sample_weight=sample_weight)
     if isinstance(x, ShardedData):
         if mesh is not None or sample_weight is not None:
             raise ValueError("Pass mesh to shard_rows (sample_weight too), not with ShardedData")
@@ -274,5 +298,105 @@ def fit_em_sharded(
         init_sample=min(init_sample, n), needs_data=needs_data,
     )
     best = trimmed(best, max_iter)
+    raise_if_degenerate(best, dtype)
+    return best
+
+
+# ---- missing values: rows grouped by pattern on every device ----
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("mesh", "axis_name", "covariance_type", "block", "block_size",
+                     "capacity", "equal_weights"),
+)
+def _fit_missing_compiled(x, weight, pattern, patterns, center, params, tol, reg_covar,
+                          patience, max_iter, *, mesh, axis_name, covariance_type, block,
+                          block_size, capacity, equal_weights) -> FitResult:
+    """Marginalised EM from ``params`` over rows grouped by pattern on every device."""
+
+    def per_device(x_local, w_local, pattern_local, patterns, center, params, tol, reg_covar,
+                   patience, max_iter):
+        data = MissingData(x_local, w_local, pattern_local, patterns,
+                           jnp.zeros((0,), jnp.int32), block)
+
+        def e_step_fn(p):
+            terms = pattern_terms(p, patterns, center)
+            local = pattern_moments(terms, data, center, covariance_type, w_local, None,
+                                    block_size)
+            return expected_stats(p, patterns, center, jax.lax.psum(local, axis_name))
+
+        return em_loop(e_step_fn, params, tol, reg_covar, max_iter, equal_weights,
+                       patience=patience, capacity=capacity)
+
+    rows = P(axis_name)
+    fit = jax.shard_map(per_device, mesh=mesh,
+                        in_specs=(rows, rows, rows) + (P(),) * 7, out_specs=P())
+    return fit(x, weight, pattern, patterns, center, params, tol, reg_covar, patience,
+               max_iter)
+
+
+def _fit_missing_sharded(x: np.ndarray, k, *, mesh, axis_name, covariance_type, init,
+                         max_iter, tol, reg_covar, n_init, seed, init_params, equal_weights,
+                         block_size, init_sample, patience, sample_weight) -> FitResult:
+    """``fit_em_sharded(missing="marginalize")`` of an array holding NaN (one process)."""
+    if jax.process_count() > 1:
+        raise ValueError("missing='marginalize' in fit_em_sharded needs one process: with "
+                         "several, every process would have to share the pattern table")
+    dtype = v.check_data(np.where(np.isnan(x), 0.0, x)).dtype
+    n, d = x.shape
+    patterns, _ = find_patterns(x)
+    weight = v.check_sample_weight(sample_weight, n, dtype)
+    patience, _ = v.check_stop_rule(patience, None)
+    k, init, max_iter, n_init, tol, reg_covar = v.check_fit_settings(
+        k, init_params, covariance_type, init, max_iter, n_init, tol, reg_covar)
+    init_sample = v.check_int(init_sample, "init_sample", k)
+    v.check_enough_samples(n if weight is None else int(jnp.sum(weight > 0)), k)
+    user_init = v.check_user_init(init_params, k, d, covariance_type)
+    mesh = default_mesh(axis_name) if mesh is None else _check_mesh(mesh, axis_name)
+    w = np.ones(n) if weight is None else np.asarray(weight, np.float64)
+    observed = ~np.isnan(x)
+    mass = (observed * w[:, None]).sum(axis=0)
+    center = np.where(mass > 0, (np.where(observed, x, 0.0) * w[:, None]).sum(axis=0)
+                      / np.where(mass > 0, mass, 1.0), 0.0)
+    # every device a contiguous share of the rows, grouped by pattern, one shape for all
+    shards = mesh.devices.size
+    per = -(-n // shards)
+    block = choose_block(n, len(patterns))
+    parts = [(x[i * per:(i + 1) * per], w[i * per:(i + 1) * per]) for i in range(shards)]
+    split = [split_missing(xs, dtype, block, patterns) if len(xs) else None for xs, _ in parts]
+    cap = max(s.x.shape[0] for s in split if s is not None)
+    layouts = [split_missing(xs, dtype, block, patterns, cap) if len(xs) else None
+               for xs, _ in parts]
+    blank = lambda a: jnp.zeros((cap,) + a.shape[1:], a.dtype)
+    first = layouts[0]
+    stack = lambda f: jnp.concatenate([blank(f(first)) if s is None else f(s)
+                                       for s in layouts])
+    xs = stack(lambda s: s.x)
+    pattern = stack(lambda s: s.pattern)
+    ws = jnp.concatenate([blank(first.real) if s is None else s.place(jnp.asarray(wi, dtype))
+                          for s, (_, wi) in zip(layouts, parts)])
+    sharding = NamedSharding(mesh, P(axis_name))
+    xs, ws, pattern = (jax.device_put(a, sharding) for a in (xs, ws, pattern))
+    # the start: the rows (a strided sample) with each missing entry at its column's mean
+    stride = max(1, -(-n // init_sample))
+    x_init = jnp.asarray(np.where(observed, x, center)[::stride], dtype)
+    w_init = None if weight is None else jnp.asarray(w[::stride], dtype)
+    center = jnp.asarray(center, dtype)
+    if block_size is not None:
+        block_size = _blocks.choose_block_size(cap, 1, block_size)
+    reg = jnp.asarray(reg_covar, dtype)
+    results = []
+    for key in v.split_keys(seed, n_init):
+        params = initialize_compiled(
+            key, x_init, k=k, covariance_type=covariance_type, method=init, reg_covar=reg,
+            equal_weights=bool(equal_weights), block_size=None, sample_weight=w_init,
+            **user_init)
+        results.append(_fit_missing_compiled(
+            xs, ws, pattern, jnp.asarray(patterns), center, params, jnp.asarray(tol, dtype),
+            reg, jnp.int32(patience), jnp.int32(max_iter), mesh=mesh, axis_name=axis_name,
+            covariance_type=covariance_type, block=block, block_size=block_size,
+            capacity=curve_capacity(max_iter), equal_weights=bool(equal_weights)))
+    best = trimmed(pick_best(results), max_iter)
     raise_if_degenerate(best, dtype)
     return best
