@@ -129,10 +129,34 @@ def _width(params: MixtureParams) -> int:
                                                          params.covariance_type)
 
 
-def _columns(column, p: int, batch: int, dtype) -> Array:
-    """``[column(e_0), ..., column(e_{p-1})]`` stacked as the columns of a (p, p) matrix."""
-    eye = jnp.eye(p, dtype=dtype)
-    return jax.lax.map(column, eye, batch_size=batch).T
+@functools.partial(jax.jit, static_argnames="kind")
+def _products(params: MixtureParams, x: Array, weight, tangents: Array, kind: str) -> Array:
+    """A batch of directional derivatives at ``flatten(params)``, (b, p) -> (b, p):
+    of the EM map (``kind="em"``) or of the log-likelihood's gradient (``"hessian"``)."""
+    vec = flatten_params(params)
+    if kind == "em":
+        f = _em_map(params, x)
+    else:
+        f = jax.grad(lambda t: e_step(unflatten_params(t, params), x,
+                                      sample_weight=weight).log_likelihood)
+    return jax.vmap(lambda t: jax.jvp(f, (vec,), (t,))[1])(tangents)
+
+
+def _dense(params: MixtureParams, x: Array, weight, kind: str) -> Array:
+    """The (p, p) matrix of ``_products`` along every coordinate, in batches of
+    columns whose tangents stay under ``_BATCH_ELEMENTS`` (one compiled program; the
+    last batch padded with zeros). A host loop: ``lax.map`` over batches of this
+    size stalled XLA's CPU runtime here."""
+    p = n_parameters(params)
+    batch = _batch(p, x.shape[0], _width(params))
+    eye = np.eye(p, dtype=np.dtype(params.means.dtype))
+    columns = []
+    for first in range(0, p, batch):
+        tangents = np.zeros((batch, p), eye.dtype)
+        block = eye[first: first + batch]
+        tangents[: len(block)] = block
+        columns.append(_products(params, x, weight, jnp.asarray(tangents), kind)[: len(block)])
+    return jnp.concatenate(columns).T
 
 
 def _em_map(params: MixtureParams, x: Array):
@@ -148,14 +172,6 @@ def _check(params: MixtureParams, x) -> Array:
     if not all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(params)):
         raise ValueError("params hold NaN or infinite values (a degenerate fit?)")
     return x.astype(params.means.dtype)
-
-
-@jax.jit
-def _jacobian(params: MixtureParams, x: Array) -> Array:
-    vec, f = flatten_params(params), _em_map(params, x)
-    column = lambda t: jax.jvp(f, (vec,), (t,))[1]
-    return _columns(column, vec.shape[0], _batch(vec.shape[0], x.shape[0], _width(params)),
-                    vec.dtype)
 
 
 def em_map_jacobian(params: MixtureParams, x: ArrayLike) -> Array:
@@ -175,16 +191,11 @@ def em_map_jacobian(params: MixtureParams, x: ArrayLike) -> Array:
       ...     print(em_map_jacobian(p, x).round(6).tolist())  # one Gaussian: EM is exact
       [[0.0, 0.0], [0.0, 0.0]]
     """
-    return _jacobian(params, _check(params, x))
+    return _dense(params, _check(params, x), None, "em")
 
 
-@jax.jit
 def _hessian_loglik(params: MixtureParams, x: Array, weight) -> Array:
-    vec = flatten_params(params)
-    f = lambda t: e_step(unflatten_params(t, params), x, sample_weight=weight).log_likelihood
-    column = lambda e: jax.jvp(jax.grad(f), (vec,), (e,))[1]
-    h = _columns(column, vec.shape[0], _batch(vec.shape[0], x.shape[0], _width(params)),
-                 vec.dtype)
+    h = _dense(params, x, weight, "hessian")
     return 0.5 * (h + h.T)
 
 
