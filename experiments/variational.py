@@ -58,7 +58,7 @@ def log_fit(run, cfg, result, x, summary: VariationalSummary, columns, data_name
     run.set_tags({"degenerate": "false",
                   "stop_reason": "tol" if bool(result.converged) else "steps"})
     run.log_params_artifact(result.params)
-    run.log_model(model.mixture(result.params, columns), x)
+    run.log_model(model.mixture(result.params, **common.model_inputs(cfg, x, data_name)), x)
     if not cfg.tracking.log_plots:
         return
     from mogjax.plotting import plot_clusters, plot_curves, plot_weights
