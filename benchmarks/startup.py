@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ROW = re.compile(r"^(em|adam)\s+-?\d+\.\d+\s+\d+ \w+( \(budget\))?\s+\S+\s+(\d+\.\d+)")
+# A method's row of compare.py's table: method, final, count [budget], E-steps, ms/iter, compile s
+ROW = re.compile(r"^(em|adam)\s+-?\d+\.\d+\s+\d+ \w+( \(budget\))?\s+\S+\s+\S+\s+(\d+\.\d+)")
 
 
 def one_process(cache: Path) -> tuple[float, float]:

@@ -217,10 +217,11 @@ def fit_kwargs(cfg, method: str) -> dict:
     stop = cfg.stop
     kwargs = dict(tol=stop.tol, patience=stop.patience, verbose=cfg.progress_every,
                   **model_kwargs(cfg))
-    if method == "em":
+    if method in configs.EM_METHODS:
         return dict(kwargs, max_iter=stop.max_iter, n_init=cfg.model.n_init,
                     equal_weights=cfg.model.equal_weights,
-                    missing=configs.plain(cfg.model.missing))
+                    missing=configs.plain(cfg.model.missing),
+                    **({} if method == "em" else {"acceleration": method}))
     opt = configs.optimizer_config(cfg, method)
     batch_size = cfg.algorithm.batch_size if cfg.algorithm.name == "gradient" else None
     return dict(kwargs, optimizer=method, steps=stop.max_iter, learning_rate=opt.learning_rate,
@@ -230,7 +231,8 @@ def fit_kwargs(cfg, method: str) -> dict:
 
 def fit_mixture(cfg, x, method: str, weights=None, init_seconds: float | None = None
                 ) -> tuple:
-    """EM or gradient ascent (``method`` = "em" or an optimiser's name), compiled and
+    """EM or gradient ascent (``method`` = "em", an acceleration of it or an optimiser's
+    name), compiled and
     then timed warm (``experiments.timing``), in a worker thread so that Ctrl-C and
     SIGTERM stop it at once; ``weights``: each row's (n,), or None;
     ``init_seconds``: the warm start (``time_start``; timed here when None). Returns
@@ -301,8 +303,9 @@ def auto_progress(cfg, x, max_iter: int) -> int:
 
 
 def _fit_mixture(cfg, x, method: str, weights):
-    fit = mg.fit_em if method == "em" else mg.fit_gradient
-    budget_key = "max_iter" if method == "em" else "steps"
+    em = method in configs.EM_METHODS
+    fit = mg.fit_em if em else mg.fit_gradient
+    budget_key = "max_iter" if em else "steps"
     kwargs = dict(fit_kwargs(cfg, method), sample_weight=weights)
     kwargs["verbose"] = auto_progress(cfg, x, cfg.stop.max_iter)
     if cfg.stop.seconds is None:
@@ -337,7 +340,8 @@ def log_mixture_fit(run, cfg, result, x, summary: MixtureSummary, data_name: str
     run.set_tags({"degenerate": "false", "stop_reason": result.stop_reason,
                   "numerical_warnings": summary.warning or "none"})
     run.log_params_artifact(result.params)
-    run.log_model(model.mixture(result.params, **model_inputs(cfg, x, data_name)), x)
+    if cfg.tracking.log_models:
+        run.log_model(model.mixture(result.params, **model_inputs(cfg, x, data_name)), x)
     if not cfg.tracking.log_plots:
         return
     from mogjax.plotting import plot_clusters, plot_curves

@@ -107,8 +107,12 @@ def fit_child(cfg, data: common.Data, method: str, base_tags: dict, parent,
 
 def describe_method(cfg, method: str, data_name: str) -> str:
     """A method child's description: what it is and where its comparison is."""
-    what = ("EM (expectation-maximisation)" if method == "em" else
-            f"gradient ascent with optax's {method}")
+    what = {"em": "EM (expectation-maximisation)",
+            "squarem": "SQUAREM-accelerated EM (Varadhan & Roland 2008)",
+            "daarem": "DAAREM, damped Anderson-accelerated EM (Henderson & Varadhan 2019)",
+            "overrelaxed": "adaptive over-relaxed EM (Salakhutdinov & Roweis 2003)",
+            "ecg": "expectation-conjugate-gradient (Salakhutdinov, Roweis & Ghahramani "
+                   "2003)"}.get(method, f"gradient ascent with optax's {method}")
     return (f"{what} on {data_name} (k={cfg.model.k}, seed {cfg.seed}), one of the methods "
             f"of the comparison in the parent run ({', '.join(cfg.compare)}), from the "
             f"same start. Stopping rule: {configs.stop_rule(cfg.stop)}.")

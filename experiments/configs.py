@@ -117,9 +117,22 @@ class StopConfig:
     seconds: Optional[float] = None  # a budget of warm seconds (then tol is not used)
 
 
+class Acceleration(str, Enum):
+    squarem = "squarem"  # Varadhan & Roland 2008
+    daarem = "daarem"  # Henderson & Varadhan 2019
+    overrelaxed = "overrelaxed"  # Salakhutdinov & Roweis 2003
+    ecg = "ecg"  # Salakhutdinov, Roweis & Ghahramani 2003
+
+
+# Methods of ``compare`` that iterate EM's map (the rest are optax optimisers).
+EM_METHODS = ("em", *(a.value for a in Acceleration))
+
+
 @dataclass
 class EMConfig:
     name: str = "em"
+    # accelerated EM over the same E-step and M-step (mogjax.accelerated); null: plain EM
+    acceleration: Optional[Acceleration] = None
 
 
 @dataclass
@@ -178,6 +191,7 @@ class TrackingConfig:
     summary_param: Optional[str] = None  # multirun: plot a metric against this param
     summary_metric: str = "bic"
     log_plots: bool = True  # the curve and cluster plots of every run (off: faster sweeps)
+    log_models: bool = True  # every mixture fit's MLflow model (off: faster sweeps)
     fallback_dir: str = "mlflow-fallback"  # where a run's results go if the store fails
     # multirun: register the best run's model (lowest bic, highest final_log_likelihood)
     # as model_name, alias champion (experiments/registry.py)
@@ -210,7 +224,7 @@ class Config:
     precision: Optional[Precision] = None
     # JAX's persistent compilation cache, so a program compiled once on this machine
     # is read back by every later process (sweeps over processes, a second make run)
-    compilation_cache: "CacheConfig" = field(default_factory=lambda: CacheConfig())
+    compilation_cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 def register() -> None:
@@ -263,7 +277,7 @@ CHECKS = [
 
 FILE_KEYS = ("data.columns", "data.weights_column")
 # Methods of ``compare`` that are not optax optimisers: EM and its accelerations.
-NOT_OPTIMIZERS = ("em",)
+NOT_OPTIMIZERS = EM_METHODS
 
 
 def plain(value) -> str:
@@ -394,6 +408,11 @@ def validate(cfg, swept=()) -> None:
             if key not in ONLY_LEFT_OUT and OmegaConf.select(cfg, key) != default:
                 raise ValueError(f"{key}={plain(OmegaConf.select(cfg, key))} does nothing "
                                  f"with algorithm={kind}: leave it at {plain(default)}")
+    accelerated = OmegaConf.select(cfg, "algorithm.acceleration", default=None) is not None
+    if fixed("algorithm", "n_seeds", "model.missing") and accelerated and (
+            cfg.n_seeds > 1 or cfg.model.missing == Missing.marginalize):
+        raise ValueError("algorithm.acceleration runs one in-memory fit of complete data: it "
+                         "needs n_seeds=1 and model.missing=error")
     if fixed("n_seeds", "stop.seconds") and cfg.n_seeds > 1 and cfg.stop.seconds is not None:
         raise ValueError(f"n_seeds={cfg.n_seeds} runs every seed in one program, which "
                          "stops by tol or max_iter: set stop.seconds=null")
@@ -550,8 +569,9 @@ def method_config(cfg, method: str):
     out = copy.deepcopy(cfg)
     with open_dict(out):
         out.compare = [method]
-        if method == "em":
-            out.algorithm = OmegaConf.structured(EMConfig)
+        if method in EM_METHODS:
+            out.algorithm = OmegaConf.structured(
+                EMConfig(acceleration=None if method == "em" else Acceleration(method)))
         else:
             if cfg.algorithm.name != "gradient":
                 out.algorithm = OmegaConf.structured(GradientConfig)
@@ -560,8 +580,10 @@ def method_config(cfg, method: str):
 
 
 def kind_of(cfg, method: str) -> str:
-    """"compare", "em", "gradient", "meanshift" or "variational"."""
-    return method if method in ("compare", "em", "meanshift", "variational") else "gradient"
+    """"compare", "em" (EM and accelerated EM), "gradient", "meanshift" or "variational"."""
+    if method in EM_METHODS:
+        return "em"
+    return method if method in ("compare", "meanshift", "variational") else "gradient"
 
 
 def stop_rule(stop) -> str:

@@ -19,8 +19,11 @@ from experiments.summary import MeanShiftSummary, MixtureSummary, SeedsSummary, 
 
 
 def method_of(cfg) -> str:
-    """"em", "meanshift", "variational" or the optimiser's name."""
+    """"em" (or its acceleration's name), "meanshift", "variational" or the optimiser's
+    name."""
     name = cfg.algorithm.name
+    if name == "em" and cfg.algorithm.get("acceleration") is not None:
+        return configs.plain(cfg.algorithm.acceleration)
     return name if name in ("em", "meanshift", "variational") else cfg.optimizer.name
 
 

@@ -10,12 +10,14 @@ fits' ``metrics()`` are the scalars their runs log.
 from dataclasses import asdict, dataclass, field
 
 import mogjax as mg
+from experiments.configs import EM_METHODS
 from experiments.timing import per_iteration
 
 
 def unit(method: str) -> str:
-    """What one tick of ``method``'s curve is: EM's iterations, an optimiser's steps."""
-    return "iteration" if method == "em" else "step"
+    """What one tick of ``method``'s curve is: (accelerated) EM's iterations, an
+    optimiser's steps."""
+    return "iteration" if method in EM_METHODS else "step"
 
 
 def scalars(summary) -> dict[str, float]:
@@ -169,8 +171,9 @@ class ComparisonSummary:
         """The table of methods: final value, iterations, warm and compile time, time
         to target."""
         comp = self.comparison
-        lines = [f"\n{'method':8s} {'final mean log-lik':>18s}  {'iterations/steps':16s} "
-                 f"{'ms/iter (warm)':>14s} {'compile s':>9s}  to target"]
+        width = max(8, *(len(m) for m in self.methods))
+        lines = [f"\n{'method':{width}s} {'final mean log-lik':>18s}  {'iterations/steps':20s} "
+                 f"{'E-steps':>7s} {'ms/iter (warm)':>14s} {'compile s':>9s}  to target"]
         for method, s in self.methods.items():
             t = comp["to_target"][method]
             to_target = (f"{t['iterations_to_target']} in {t['ms_to_target']:.3g} ms"
@@ -178,9 +181,10 @@ class ComparisonSummary:
             if t.get("target_met_at_start"):
                 to_target += " (the start meets it)"
             count = f"{s.n_iter} {unit(method)}s" + (" (budget)" if s.capped else "")
-            lines.append(f"{method:8s} {s.final_log_likelihood:18.6f}  {count:16s} "
-                         f"{1e3 * s.seconds_per_iteration:14.3g} {s.compile_seconds:9.2f}  "
-                         f"{to_target}")
+            esteps = "-" if s.n_esteps is None else str(s.n_esteps)
+            lines.append(f"{method:{width}s} {s.final_log_likelihood:18.6f}  {count:20s} "
+                         f"{esteps:>7s} {1e3 * s.seconds_per_iteration:14.3g} "
+                         f"{s.compile_seconds:9.2f}  {to_target}")
         lines.append(f"(target: {comp['target']:.6f}; start {1e3 * comp['init_seconds']:.3g} ms, "
                      "included in ms to target, not in ms/iter; the methods are aligned "
                      f"to {comp['alignment']['reference']} in alignment.json)")

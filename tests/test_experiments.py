@@ -25,6 +25,7 @@ GROUP_OPTIONS = [
     ("algorithm=gradient", "stop.max_iter=20"),
     ("algorithm=meanshift", "algorithm.bandwidth=0.5", "data=synthetic", "data.n_samples=150"),
     ("algorithm=gradient", "optimizer=lbfgs", "stop.max_iter=5"),
+    ("algorithm.acceleration=squarem", "stop.max_iter=30"),
     ("experiment=em_vs_gradient", "data.n_samples=150", "stop.max_iter=5"),
     ("algorithm=variational", "model.k=4", "model.covariance_type=diag"),
 ]
@@ -60,7 +61,8 @@ PRESETS = {
                                            "model.k": "1,2,3,4,5,6"}},
     "overlap_study": {"tags": ["overlap_study"], "data.source": "separated", "model.k": 5,
                       "data.n_components": 5, "precision": "float64", "target_gap": 1e-6,
-                      "compare": ["em", "adam", "lbfgs"],
+                      "compare": ["em", "squarem", "daarem", "overrelaxed", "ecg", "adam",
+                                  "lbfgs"], "tracking.log_models": False,
                       "hydra.sweeper.params": {"data.n_features": "2,10",
                                                "data.separation": "0.5,1,2,4",
                                                "seed": "range(5)"}},
@@ -541,7 +543,7 @@ def test_a_study_over_two_files_is_one_sweep_with_a_row_per_file(store, tmp_path
     np.savetxt(tmp_path / "half.csv", x[::2], delimiter=",")
     cache = tmp_path / "cache"
     paths = f"{tmp_path / 'geyser.csv'},{tmp_path / 'half.csv'}"
-    common = ("data=file", "compare=[em,lbfgs]", "tracking.log_plots=false", "precision=float64",
+    common = ("data=file", "compare=[em,squarem]", "tracking.log_plots=false", "precision=float64",
               f"compilation_cache.dir={cache}", "tags=[two_files]")
     run_script("compare.py", "-m", f"data.path={paths}", *common, store=store)
     (parent,) = [r for r in runs_of(store, "tags.study = 'two_files'")
@@ -559,13 +561,14 @@ def test_a_study_over_two_files_is_one_sweep_with_a_row_per_file(store, tmp_path
     assert sorted(j.data.tags["data"] for j in jobs) == ["geyser", "half"]
     for job in jobs:
         assert job.data.params["precision"] == "float64"
-        assert job.info.run_name.startswith(f"{job.data.tags['data']} k2 seed0: em vs lbfgs")
+        assert job.info.run_name.startswith(f"{job.data.tags['data']} k2 seed0: em vs squarem")
+        assert job.data.metrics["n_esteps/em"] == job.data.metrics["n_iter/em"] + 1
     # A second process, the same comparison: its programs come from the cache.
     run_script("compare.py", f"data.path={tmp_path / 'half.csv'}", *common[:-1],
                "tracking.run_name=cached", store=store)
     (again,) = runs_of(store, "attributes.run_name = 'cached'")
     first = next(j for j in jobs if j.data.tags["data"] == "half")
-    for method in ("em", "lbfgs"):
+    for method in ("em", "squarem"):
         assert again.data.metrics[f"compile_ms/{method}"] < 0.5 * max(
             first.data.metrics[f"compile_ms/{method}"], 1.0) or first.data.metrics[
             f"compile_ms/{method}"] == 0.0
