@@ -38,6 +38,9 @@ from mogjax.chunks import (
     as_source, checked_chunks, is_chunked, padded, rebatch, summarize, with_weights,
 )
 from mogjax.estep import data_center
+from mogjax.missing import (
+    expected_stats, find_patterns, pattern_moments, pattern_terms, split_missing,
+)
 from mogjax.init import INIT_SAMPLE, initialize_compiled
 from mogjax.mixture import MixtureParams, is_finite, mean_log_likelihood
 from mogjax.results import FAILURE_ADVICE, DegenerateCovarianceError, finite_params
@@ -110,12 +113,45 @@ def online_step(
     return params, running, stats.mean_log_likelihood, ok
 
 
+@functools.partial(jax.jit, static_argnames=("equal_weights", "block_size"))
+def missing_online_step(params: MixtureParams, running: SufficientStats, batch, eta, reg_covar,
+                        *, equal_weights: bool = False, block_size: int | None = None):
+    """``online_step`` on a batch with missing entries, ``batch = (MissingData, row
+    weights as its rows)``: the blended statistics are the batch's expected ones
+    (``mogjax.missing``). Jitted."""
+    data, weight = batch
+    center = running.center
+    terms = pattern_terms(params, data.patterns, center)
+    sums = pattern_moments(terms, data, center, params.covariance_type, weight, None,
+                           block_size)
+    stats = expected_stats(params, data.patterns, center, sums)
+    new_running = blend(running, per_point(stats), eta)
+    new_params = m_step(new_running, reg_covar, equal_weights=equal_weights)
+    ok = is_finite(new_params) & jnp.isfinite(stats.log_likelihood)
+    keep = lambda a, b: jnp.where(ok, a, b)
+    params, running = jax.tree.map(keep, (new_params, new_running), (params, running))
+    return params, running, stats.mean_log_likelihood, ok
+
+
+def _missing_batch(batch: np.ndarray, dtype, weighted: bool):
+    """A batch with NaN as ``missing_online_step`` reads it: its rows grouped by
+    pattern, one row per block (batches are small), and the pattern table padded to a
+    power of two (complete patterns), so few programs are compiled."""
+    x, w = (batch[:, :-1], batch[:, -1]) if weighted else (batch, None)
+    patterns, _ = find_patterns(x)
+    size = 1 << (len(patterns) - 1).bit_length()
+    table = np.ones((size, x.shape[1]), bool)
+    table[: len(patterns)] = patterns
+    data = split_missing(x, dtype, 1, table)
+    return data, data.place(None if w is None else jnp.asarray(w, dtype))
+
+
 def step_size(t: int, power: float, offset: float) -> float:
     """``eta_t``: 1 for the first step, ``(t + offset) ** -power`` after it."""
     return 1.0 if t == 0 else float((t + offset) ** -power)
 
 
-def _eval_fn(eval_data, n_features: int, dtype):
+def _eval_fn(eval_data, n_features: int, dtype, missing: bool = False):
     """``params -> mean log-likelihood on eval_data`` (in memory or chunked)."""
     if is_chunked(eval_data):
         source = as_source(eval_data)
@@ -127,7 +163,13 @@ def _eval_fn(eval_data, n_features: int, dtype):
         center = jnp.asarray(info.mean, dtype)
         pass_ = lambda p: full_pass(p, source, info.longest, center, info.n)
         return lambda p: float(pass_(p).mean_log_likelihood)
-    x = jnp.asarray(v.check_data(eval_data, "eval_data", n_features=n_features), dtype)
+    arr = np.asarray(eval_data)
+    if missing and arr.dtype.kind == "f" and np.isnan(arr).any():
+        find_patterns(arr)  # a row with every entry missing is an error
+        v.check_data(np.where(np.isnan(arr), 0.0, arr), "eval_data", n_features=n_features)
+        x = jnp.asarray(arr, dtype)  # rows with NaN marginalise
+    else:
+        x = jnp.asarray(v.check_data(eval_data, "eval_data", n_features=n_features), dtype)
     return lambda p: float(mean_log_likelihood(p, x))
 
 
@@ -151,6 +193,7 @@ def fit_online_em(
     equal_weights: bool = False,
     block_size: int | None = None,
     sample_weight=None,
+    missing: str = "error",
 ) -> OnlineResult:
     r"""Fit a Gaussian mixture by online (stepwise) EM over a stream of rows.
 
@@ -181,6 +224,13 @@ def fit_online_em(
       sample_weight: the rows' weights: one 1-D array or chunked 1-D weights parallel
         to ``stream`` (``mogjax.chunks.with_weights``); each batch's statistics are
         blended per unit of weight.
+      missing: as ``fit_em``: with ``"marginalize"`` NaN entries are missing at
+        random and every step blends the batch's *expected* statistics
+        (``mogjax.missing``; rows grouped by pattern within the batch), the stepwise
+        EM of Cappe & Moulines for the observed data. The center and the start come
+        from the first rows with each missing entry at its column's observed mean.
+        A batch holding all the data takes one exact marginalised EM step
+        (``eta_0 = 1``).
 
     Returns:
       ``OnlineResult``.
@@ -217,25 +267,44 @@ def fit_online_em(
         source = with_weights(source, sample_weight)
     if n_epochs > 1 and not source.reiterable:
         raise ValueError(f"n_epochs={n_epochs} needs a re-readable stream, not a one-shot iterator")
-    chunks = itertools.chain.from_iterable(checked_chunks(source) for _ in range(n_epochs))
+    v.check_choice(missing, "missing", ("error", "marginalize"))
+    gaps = missing == "marginalize"
+    chunks = itertools.chain.from_iterable(checked_chunks(source, allow_nan=gaps)
+                                           for _ in range(n_epochs))
     head, first = _read_head(chunks, init_sample)
     dtype = np.dtype(v.float_dtype(first.dtype))
-    first = jnp.asarray(first, dtype)
     first, first_w = (first[:, :-1], first[:, -1]) if weighted else (first, None)
+    center = None
+    if gaps:  # the center: each column's (weighted) mean over its observed entries
+        observed = ~np.isnan(first)
+        ow = observed * (1.0 if first_w is None else first_w[:, None])
+        mass = ow.sum(axis=0)
+        center = np.where(mass > 0, (np.where(observed, first, 0.0) * ow).sum(axis=0)
+                          / np.where(mass > 0, mass, 1.0), 0.0)
+        first = np.where(observed, first, center)
+        center = jnp.asarray(center, dtype)
+    first = jnp.asarray(first, dtype)
+    first_w = None if first_w is None else jnp.asarray(first_w, dtype)
     d = first.shape[1]
     v.check_enough_samples(first.shape[0], k)
     user_init = v.check_user_init(init_params, k, d, covariance_type)
-    evaluate = None if eval_data is None else _eval_fn(eval_data, d, dtype)
+    evaluate = None if eval_data is None else _eval_fn(eval_data, d, dtype, gaps)
     reg = jnp.asarray(reg_covar, dtype)
     params = initialize_compiled(
         v.split_keys(seed, 1)[0], first, k=k, covariance_type=covariance_type, method=init,
         reg_covar=reg, equal_weights=bool(equal_weights), block_size=None,
         sample_weight=first_w, **user_init)
-    step = functools.partial(online_step, reg_covar=reg, equal_weights=bool(equal_weights),
-                             block_size=block_size, weighted=weighted)
     batches = rebatch(itertools.chain(head, chunks), batch_size)
-    center = data_center(first, first_w)
-    result = _run(params, center, batches, batch_size, step, rate, evaluate, weighted)
+    if gaps:
+        step = functools.partial(missing_online_step, reg_covar=reg,
+                                 equal_weights=bool(equal_weights), block_size=block_size)
+        prepare = lambda batch: _missing_batch(batch, dtype, weighted)
+    else:
+        step = functools.partial(online_step, reg_covar=reg, equal_weights=bool(equal_weights),
+                                 block_size=block_size, weighted=weighted)
+        step, prepare = _with_rows(step), None
+        center = data_center(first, first_w)
+    result = _run(params, center, batches, batch_size, step, rate, evaluate, weighted, prepare)
     if not bool(is_finite(result.params)):  # a degenerate start no step could repair
         extra = ", or use float64 (jax_enable_x64)" if dtype == np.float32 else ""
         raise DegenerateCovarianceError(FAILURE_ADVICE.format(extra=extra),
@@ -281,14 +350,21 @@ class _Recorder:
             self.curve, self.steps, self.window = [float(score)], [0], []
 
     def record(self, t: int, params) -> None:
+        if self.evaluate is None and not self.window:  # nothing scored since the last entry
+            return
         self.curve.append(_curve_entry(self.evaluate, params, self.window))
         self.steps.append(t)
         self.rejected += sum(not bool(o) for _, _, o in self.window)
         self.window = []
 
 
+def _with_rows(step):
+    """``step(params, running, (padded batch, valid rows), eta)`` from ``online_step``."""
+    return lambda params, running, batch, eta: step(params, running, *batch, eta)
+
+
 def _run(params, center, batches, batch_size: int, step, rate: _Rate, evaluate,
-         weighted: bool) -> OnlineResult:
+         weighted: bool, prepare=None) -> OnlineResult:
     """Step through the batches (one in flight at a time) and record the curve."""
     dtype = center.dtype
     shapes = jax.eval_shape(chunk_statistics, params,
@@ -301,11 +377,14 @@ def _run(params, center, batches, batch_size: int, step, rate: _Rate, evaluate,
     for batch in batches:
         if rate.max_steps is not None and t >= rate.max_steps:
             break
-        x = jnp.asarray(padded(batch, batch_size, fill))
+        if prepare is None:
+            x = (jnp.asarray(padded(batch, batch_size, fill)), batch.shape[0])
+        else:
+            x = prepare(batch)
         if rec.window:  # wait for the previous step: at most one batch in flight
             jax.block_until_ready(rec.window[-1][0])
         eta = jnp.asarray(step_size(t, rate.power, rate.offset), dtype)
-        params, running, score, ok = step(params, running, x, batch.shape[0], eta)
+        params, running, score, ok = step(params, running, x, eta)
         t, n_seen = t + 1, n_seen + batch.shape[0]
         rec.add(t, score, batch.shape[0], ok)
         if t % rate.eval_every == 0 or t == rate.max_steps:

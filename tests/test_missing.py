@@ -182,6 +182,28 @@ def test_sharded_marginalised_em_is_the_in_memory_fit(tmp_path):
     assert out.returncode == 0 and out.stdout.strip() == "same", out.stderr[-3000:]
 
 
+def test_online_marginalised_em_steps_on_expected_statistics():
+    """Stepwise EM's first step has eta = 1: with a batch holding all the rows it is one
+    exact marginalised EM step. Started at the batch fit's optimum, epochs of small
+    batches stay there."""
+    w = np.random.default_rng(6).uniform(0.5, 2.0, len(XM))
+    start = mg.fit_em(XM, 3, missing="marginalize", max_iter=0, sample_weight=w).params
+    batch = mg.fit_em(XM, missing="marginalize", max_iter=1, tol=0, init_params=start,
+                      sample_weight=w)
+    online = mg.fit_online_em(XM, batch_size=len(XM), missing="marginalize",
+                              init_params=start, sample_weight=w, max_steps=1)
+    for f in ("log_weights", "means", "prec_chol"):
+        np.testing.assert_allclose(getattr(online.params, f), getattr(batch.params, f),
+                                   rtol=1e-10, atol=1e-10)
+    assert float(online.curve[0]) == pytest.approx(float(batch.curve[0]), rel=1e-12)
+    # the batch fit's optimum is (up to the batches' noise) a fixed point of online EM
+    full = mg.fit_em(XM, 3, missing="marginalize", tol=1e-8)
+    res = mg.fit_online_em(XM, batch_size=100, n_epochs=3, missing="marginalize",
+                           init_params=full.params, eval_data=XM, eval_every=10)
+    assert np.all(np.isfinite(res.curve))
+    np.testing.assert_allclose(res.curve, full.curve[int(full.n_iter)], atol=0.01)
+
+
 # ---- the pattern-block E-step against the per-row one it replaced (issue 27) ----
 
 
