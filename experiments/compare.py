@@ -7,11 +7,17 @@ settings (method, optimiser, learning rate, budget, ``tol``, stopping rule, the 
 set's own settings), curve, parameters and plots. The parent carries, per method:
 
 - the curve against iterations (``log_likelihood/<method>``, ``step`` = iteration or
-  step) and against warm microseconds (``log_likelihood_by_us/<method>``);
-- ``seconds_per_iteration``, ``compile_seconds``, ``fit_seconds`` (warm),
-  ``final_log_likelihood``, ``n_iter``; time to target and parameter gaps after
-  aligning components to EM's (``experiments.comparison``), in ``alignment.json``;
+  step), against warm microseconds (``log_likelihood_by_us/<method>``: point t at the
+  shared start plus t x the loop's time per iteration) and against E-steps
+  (``log_likelihood_by_esteps/<method>``);
+- ``ms_per_iteration``, ``compile_ms``, ``fit_ms`` (warm), ``final_log_likelihood``,
+  ``n_iter``, ``n_esteps``, ``capped``; ``init_ms`` (the start, once); time to target
+  (iterations, ms, E-steps) and parameter gaps after aligning components to EM's
+  (``experiments.comparison``), in ``alignment.json``;
 - ``curves.png``: the curves against iterations and against warm milliseconds.
+
+Methods are ``em``, its accelerations (``squarem``, ``daarem``, ``overrelaxed``,
+``ecg``: ``mogjax.accelerated``) and any optax optimiser's name.
 
 The run page's "Model metrics" tab draws one chart per metric and can't be set up from
 here (see ``experiments/ui_layout.py``). So the script prints the address of the UI's
@@ -42,9 +48,12 @@ def measure(cfg, fits: dict, init_seconds: float) -> dict:
     """Time to target and aligned parameter gaps of ``fits`` (``experiments.comparison``)."""
     curves = {m: np.asarray(r.curve[: int(r.n_iter) + 1]) for m, (r, _) in fits.items()}
     spi = {m: s.seconds_per_iteration for m, (_, s) in fits.items()}
-    to_target, target = comparison.time_to_target(curves, spi, cfg.target_gap, init_seconds)
+    per = {m: comparison.esteps_per_iteration(s.n_esteps, s.n_iter) for m, (_, s) in fits.items()}
+    to_target, target = comparison.time_to_target(curves, spi, cfg.target_gap, init_seconds,
+                                                  per)
     aligned = comparison.alignment({m: r.params for m, (r, _) in fits.items()})
     return {"curves": curves, "seconds_per_iteration": spi, "init_seconds": init_seconds,
+            "esteps_per_iteration": per,
             "to_target": to_target, "target": target, "alignment": aligned,
             "metrics": comparison.per_method_metrics(
                 {m: s.metrics() for m, (_, s) in fits.items()}, to_target, aligned)}
@@ -127,6 +136,8 @@ def log_comparison(cfg, data_name: str, fits: dict, result: dict, parent) -> dic
         parent.log_curve(f"log_likelihood_by_us/{method}", curve,
                          step_scale=1e6 * result["seconds_per_iteration"][method],
                          step_offset=start_us)
+        parent.log_curve(f"log_likelihood_by_esteps/{method}", curve,
+                         step_scale=result["esteps_per_iteration"][method], step_offset=1)
     best = max(s.final_log_likelihood for _, s in fits.values())
     parent.log_scalars({**result["metrics"], "target_log_likelihood": result["target"],
                         "best_final_log_likelihood": best})

@@ -4,8 +4,9 @@
   final mean log-likelihood among the methods compared. For every method:
   ``iterations_to_target`` (the first iteration or step whose value reaches it),
   ``ms_to_target`` (the shared start plus that many warm iterations,
-  ``experiments.timing``), ``reached_target`` (1 or 0; the other two are left out
-  when 0), ``target_met_at_start`` (1 when the start already reaches it) and
+  ``experiments.timing``), ``esteps_to_target`` (E-step evaluations, the unit that
+  compares EM with its accelerations), ``reached_target`` (1 or 0; the others are
+  left out when 0), ``target_met_at_start`` (1 when the start already reaches it) and
   ``final_gap`` (best final value minus this method's). A study
   (``experiments.study``) measures the same against one target per setting.
 - **Components aligned** (``mogjax.align``) to the reference method's (EM's when it is
@@ -24,24 +25,35 @@ def first_reaching(curve, target: float) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
-def reach(curve, target: float, seconds_per_iteration: float, start_seconds: float) -> dict:
+def esteps_per_iteration(n_esteps: int | None, n_iter: int) -> float:
+    """A method's E-steps per iteration, the start's aside: ``(n_esteps - 1) / n_iter``
+    (exactly 1 for EM; an average for the accelerations); 1 when not counted."""
+    return (n_esteps - 1) / max(n_iter, 1) if n_esteps else 1.0
+
+
+def reach(curve, target: float, seconds_per_iteration: float, start_seconds: float,
+          esteps_per_iter: float = 1.0) -> dict:
     """``reached_target``, ``target_met_at_start`` and, when reached,
-    ``iterations_to_target`` and ``ms_to_target`` (start + iterations x per-iteration)."""
+    ``iterations_to_target``, ``ms_to_target`` (start + iterations x per-iteration)
+    and ``esteps_to_target`` (the start's E-step + iterations x E-steps per iteration)."""
     hit = first_reaching(curve, target)
     out = {"reached_target": float(hit is not None), "target_met_at_start": float(hit == 0)}
     if hit is not None:
         out["iterations_to_target"] = hit
         out["ms_to_target"] = 1e3 * (start_seconds + hit * seconds_per_iteration)
+        out["esteps_to_target"] = 1 + hit * esteps_per_iter
     return out
 
 
 def time_to_target(curves: dict, seconds_per_iteration: dict, target_gap: float,
-                   start_seconds: float = 0.0):
+                   start_seconds: float = 0.0, esteps_per_iter: dict | None = None):
     """``({method: metrics}, target)`` for curves ``curve[:n_iter + 1]`` (see module)."""
     best = max(float(c[-1]) for c in curves.values())
     target = best - target_gap
+    per = esteps_per_iter or {}
     return {method: {"final_gap": best - float(curve[-1]),
-                     **reach(curve, target, seconds_per_iteration[method], start_seconds)}
+                     **reach(curve, target, seconds_per_iteration[method], start_seconds,
+                             per.get(method, 1.0))}
             for method, curve in curves.items()}, target
 
 

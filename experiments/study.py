@@ -45,6 +45,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from experiments import tracking
+from experiments.comparison import esteps_per_iteration
 from experiments.store import tracking_uri
 
 # Metrics of a method run that the summary reads (``experiments.summary.scalars``).
@@ -120,8 +121,8 @@ def _to_target(record: dict, target: float) -> dict:
     if not hits.size:
         return {"iterations": np.inf, "ms": np.inf, "esteps": np.inf, "at_start": False}
     t = int(hits[0])
-    n_iter, n_esteps = max(record["n_iter"] or 0, 1), record["n_esteps"]
-    per_iter = (n_esteps - 1) / n_iter if n_esteps else 1.0  # the start's E-step aside
+    per_iter = esteps_per_iteration(record["n_esteps"] and int(record["n_esteps"]),
+                                    int(record["n_iter"] or 0))
     ms = (record["init_ms"] or 0.0) + t * (record["ms_per_iteration"] or 0.0)
     return {"iterations": t, "ms": ms, "esteps": 1 + t * per_iter, "at_start": t == 0}
 
