@@ -17,7 +17,8 @@ import jax.numpy as jnp
 from mogjax import _blocks
 from mogjax import _validation as v
 from mogjax._typing import ArrayLike
-from mogjax.em import curve_capacity, fit_em_compiled, trimmed
+from mogjax.em import curve_capacity, fit_em_compiled, fit_missing_compiled, trimmed
+from mogjax.missing import prepare_missing
 from mogjax.results import FitResult
 
 
@@ -32,6 +33,20 @@ def _fit_seeds_compiled(x, keys, user_init, tol, reg_covar, patience, weight, ma
     best_of = lambda seed_keys: fit_em_compiled(x, seed_keys, user_init, tol, reg_covar,
                                                  patience, jnp.nan, weight, max_iter,
                                                  **static)[0]
+    return jax.vmap(best_of)(keys)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("k", "covariance_type", "init", "capacity", "equal_weights",
+                     "block_size"),
+)
+def _fit_seeds_missing(data, keys, user_init, tol, reg_covar, patience, weight, max_iter,
+                       **static) -> FitResult:
+    """``_fit_seeds_compiled`` for data with missing entries (``fit_missing_compiled``)."""
+    best_of = lambda seed_keys: fit_missing_compiled(data, seed_keys, user_init, tol,
+                                                     reg_covar, patience, jnp.nan, weight,
+                                                     max_iter, verbose=0, **static)
     return jax.vmap(best_of)(keys)
 
 
@@ -51,6 +66,7 @@ def fit_em_seeds(
     block_size: int | None = None,
     patience: int = 1,
     sample_weight: ArrayLike | None = None,
+    missing: str = "error",
 ) -> FitResult:
     """``fit_em`` for every seed in ``seeds``, batched in one compiled program.
 
@@ -59,8 +75,9 @@ def fit_em_seeds(
       k: number of components.
       seeds: integers; seed ``s`` starts as ``fit_em(..., seed=s)`` does.
       covariance_type, init, max_iter, tol, reg_covar, n_init, init_params,
-      equal_weights, block_size, patience, sample_weight: as in ``fit_em``, shared
-      by all seeds.
+      equal_weights, block_size, patience, sample_weight, missing: as in ``fit_em``,
+      shared by all seeds (with ``missing="marginalize"`` the seeds share the rows
+      grouped by pattern and their cached features).
 
     Returns:
       ``FitResult`` whose fields have a leading axis of ``len(seeds)``: ``params``
@@ -79,7 +96,8 @@ def fit_em_seeds(
       >>> bool(np.allclose(res.curve[1], one.curve, equal_nan=True, rtol=1e-5))
       True
     """
-    x = v.check_data(x)
+    v.check_choice(missing, "missing", ("error", "marginalize"))
+    x, gaps = prepare_missing(x) if missing == "marginalize" else (v.check_data(x), None)
     n, d = x.shape
     k, init, max_iter, n_init, tol, reg_covar = v.check_fit_settings(
         k, init_params, covariance_type, init, max_iter, n_init, tol, reg_covar)
@@ -90,8 +108,8 @@ def fit_em_seeds(
     v.check_enough_samples(n if weight is None else int(jnp.sum(weight > 0)), k)
     patience, _ = v.check_stop_rule(patience, None)
     keys = jnp.stack([v.split_keys(s, n_init) for s in seeds])
-    result = _fit_seeds_compiled(
-        x, keys, v.check_user_init(init_params, k, d, covariance_type),
+    result = (_fit_seeds_compiled if gaps is None else _fit_seeds_missing)(
+        x if gaps is None else gaps, keys, v.check_user_init(init_params, k, d, covariance_type),
         jnp.asarray(tol, x.dtype), jnp.asarray(reg_covar, x.dtype), jnp.int32(patience), weight,
         jnp.int32(max_iter), k=k, covariance_type=covariance_type, init=init,
         capacity=curve_capacity(max_iter), equal_weights=bool(equal_weights),

@@ -190,7 +190,7 @@ def restarts(one_run, keys) -> tuple[FitResult, FitResult]:
     static_argnames=("k", "covariance_type", "init", "capacity", "equal_weights", "block_size",
                      "verbose"),
 )
-def _fit_missing_compiled(
+def fit_missing_compiled(
     data: MissingData, keys, user_init, tol, reg_covar, patience, previous, weight, max_iter,
     *, k, covariance_type, init, capacity, equal_weights, block_size, verbose,
 ) -> FitResult:
@@ -357,7 +357,7 @@ def fit_em(
     elif gaps is None:
         best, _ = fit_em_compiled(x, *traced, **static)
     else:
-        best = _fit_missing_compiled(gaps, *traced, **static)
+        best = fit_missing_compiled(gaps, *traced, **static)
     best = trimmed(best, max_iter)
     raise_if_degenerate(best, x.dtype)
     return best

@@ -204,6 +204,15 @@ def test_online_marginalised_em_steps_on_expected_statistics():
     np.testing.assert_allclose(res.curve, full.curve[int(full.n_iter)], atol=0.01)
 
 
+def test_batched_seeds_marginalise_as_fit_em():
+    res = mg.fit_em_seeds(XM, 3, seeds=[0, 3], missing="marginalize", tol=1e-8)
+    for i, seed in enumerate((0, 3)):
+        one = mg.fit_em(XM, 3, seed=seed, missing="marginalize", tol=1e-8)
+        assert int(res.n_iter[i]) == int(one.n_iter)
+        np.testing.assert_allclose(res.curve[i], one.curve, rtol=1e-10)
+        np.testing.assert_allclose(res.params.means[i], one.params.means, rtol=1e-10)
+
+
 # ---- the pattern-block E-step against the per-row one it replaced (issue 27) ----
 
 
