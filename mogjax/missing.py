@@ -316,7 +316,7 @@ def pattern_moments(terms: PatternTerms, data: MissingData, center: Array,
     p, width, k = terms.theta.shape
     n_blocks = n_total // b
     block_pattern = data.pattern[::b]
-    group = max(1, _blocks.choose_block_size(n_total, width + k, block_size) // b)
+    group_size = max(1, _blocks.choose_block_size(n_total, width + k, block_size) // b)
     if features is None:
         rows = data.x.reshape(n_blocks, b, d)
         feats = lambda xb, pb: observed_features(
@@ -327,15 +327,27 @@ def pattern_moments(terms: PatternTerms, data: MissingData, center: Array,
         feats = lambda fb, pb: fb
     stats = jax.vmap(block_statistics)
 
-    def fn(xb, wb, pb):
+    def group(xb, wb, pb):  # the group's sums, added into the per-pattern totals
         ll, counts, moments = stats(feats(xb, pb), terms.theta[pb], terms.offset[pb],
                                     terms.log_const[pb], wb)
-        return (jnp.sum(ll), jnp.zeros((p, k), counts.dtype).at[pb].add(counts),
-                jnp.zeros((p, k, width), moments.dtype).at[pb].add(moments))
+        return lambda acc: (acc[0] + jnp.sum(ll), acc[1].at[pb].add(counts),
+                            acc[2].at[pb].add(moments))
 
-    ll, counts, moments = _blocks.sum_over_blocks(
-        fn, [rows, weight.reshape(n_blocks, b), block_pattern], group)
-    return PatternMoments(jnp.sum(weight), ll, counts, moments)
+    arrays = [rows, weight.reshape(n_blocks, b), block_pattern]
+    n_groups, n_full = n_blocks // group_size, (n_blocks // group_size) * group_size
+    dtype = weight.dtype
+    zeros = (jnp.zeros((), dtype), jnp.zeros((p, k), dtype), jnp.zeros((p, k, width), dtype))
+    # the totals start from the first group's sums, not from zeros: inside shard_map
+    # the loop's carry must vary over the mesh as the sums do
+    take = lambda start, size: [jax.lax.dynamic_slice_in_dim(a, start, size) for a in arrays]
+    acc = group(*take(0, min(group_size, n_blocks)))(zeros)
+    if n_groups > 1:
+        acc = jax.lax.fori_loop(1, n_groups,
+                                lambda i, acc: group(*take(i * group_size, group_size))(acc),
+                                acc)
+    if n_groups >= 1 and n_full < n_blocks:
+        acc = group(*[a[n_full:] for a in arrays])(acc)
+    return PatternMoments(jnp.sum(weight), *acc)
 
 
 def expected_stats(params: MixtureParams, patterns: Array, center: Array,
