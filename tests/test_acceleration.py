@@ -183,3 +183,12 @@ def test_fit_gradient_counts_its_e_steps(monkeypatch):
     x = _slow_data(246)  # a size of its own: a fresh trace sees the wrappers
     res = mg.fit_gradient(x, 2, optimizer="lbfgs", steps=30, tol=None)
     assert int(res.n_esteps) == len(calls) >= int(res.n_iter) + 2
+
+
+def test_gaussian_mixture_takes_an_acceleration():
+    x = _slow_data(300)
+    gm = mg.GaussianMixture(2, tol=1e-8, max_iter=500, random_state=0,
+                            acceleration="squarem").fit(x)
+    assert gm.converged_ and gm.n_esteps_ > gm.n_iter_ + 1  # extrapolations cost E-steps
+    np.testing.assert_allclose(gm.curve_[-1], gm.score(x), rtol=1e-12)
+    assert gm.get_params()["acceleration"] == "squarem"

@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from mogjax import _validation as v
 from mogjax import mixture as mx
+from mogjax.accelerated import ACCELERATIONS
 from mogjax.em import fit_em
 from mogjax.estimators._common import (
     DTYPE,
@@ -88,6 +89,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         information (``mogjax.theory.standard_errors``; costs about ``p`` E-steps for
         ``p`` free parameters). Meaningful for a converged fit with a small
         ``reg_covar``, in float64. Complete rows only.
+      acceleration: ``None`` (default, plain EM) or accelerated EM from the same
+        start to the same stopping rule: ``"squarem"``, ``"daarem"``,
+        ``"overrelaxed"``, ``"ecg"`` or a settings object of ``mogjax.accelerated``
+        (see ``mogjax.fit_em``). ``max_iter``, ``n_iter_`` and ``tol`` then count
+        the method's iterations, and the fitted parameters are the best point
+        visited. Complete rows only (not with ``missing="marginalize"``).
 
     Attributes (after ``fit``):
       weights_, means_, covariances_, precisions_, precisions_cholesky_: NumPy
@@ -101,6 +108,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         the start, ``curve_[n_iter_]`` for the returned parameters; so
         ``lower_bounds_ == curve_[:-1]``.
       params_: the fitted ``MixtureParams`` for the functional API.
+      n_esteps_: E-steps (passes over the data) the returned run made:
+        ``n_iter_ + 1`` for plain EM; with ``acceleration``, every one, stabilising
+        steps, rejected proposals and line searches included (``FitResult.n_esteps``).
       standard_errors_: with ``compute_standard_errors``, a dict of NumPy arrays,
         ``weights`` (k,), ``means`` (k, d) and ``covariances`` (the shape of
         ``covariances_``); ``None``, with a ``UserWarning`` naming why, when the
@@ -149,6 +159,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "dtype": DTYPE,
         "missing": [StrOptions({"error", "marginalize"})],
         "compute_standard_errors": ["boolean"],
+        "acceleration": [None, StrOptions(set(ACCELERATIONS)), *ACCELERATIONS.values()],
     }
 
     def __init__(
@@ -171,6 +182,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         dtype=None,
         missing="error",
         compute_standard_errors=False,
+        acceleration=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -189,6 +201,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.dtype = dtype
         self.missing = missing
         self.compute_standard_errors = compute_standard_errors
+        self.acceleration = acceleration
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "params_")
@@ -236,7 +249,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             init=self.init_params, max_iter=self.max_iter, tol=self.tol,
             reg_covar=self.reg_covar, n_init=1, seed=seed, init_params=init_params,
             previous_log_likelihood=previous, sample_weight=sample_weight,
-            missing=self.missing,
+            missing=self.missing, acceleration=self.acceleration,
         )
 
     def _check(self, X, *, reset: bool):
@@ -292,6 +305,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.precisions_ = np.asarray(params.precisions)
         self.converged_ = bool(result.converged)
         self.n_iter_ = n_iter
+        self.n_esteps_ = int(result.n_esteps)
         self.curve_ = np.asarray(result.curve)[: n_iter + 1]
         self.lower_bounds_ = self.curve_[:n_iter]
         self.lower_bound_ = float(self.curve_[n_iter - 1]) if n_iter else -np.inf
