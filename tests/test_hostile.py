@@ -87,27 +87,29 @@ def test_degenerate_error_carries_finite_parameters(case):
     assert all_finite(err.value.result.params)
 
 
-LINE_3D = np.outer(np.linspace(-1.0, 1.0, 40), [1.0, 2.0, 3.0]).astype(np.float32)
+# Old Faithful's shape on a line: gradient ascent shares its compiled program with the
+# far-from-the-origin test below (same shapes, dtype, k and steps)
+LINE = np.c_[FAITHFUL32[:, 0], 2 * FAITHFUL32[:, 0]]
 
 
 @pytest.mark.parametrize("kind", ["variational", "bayesian", "chunked", "sharded", "online",
                                   "gradient"])
 def test_every_fit_kind_fails_degenerate_data_the_same_way(kind):
-    """Points on a line in 3-D, ``reg_covar=0``: ``fit_variational`` and the Bayesian
-    estimator used to raise "Got unexpected field names: ['params']" from inside the
-    library, online EM returned NaN covariances silently. Every kind now raises
-    ``DegenerateCovarianceError`` carrying finite parameters."""
+    """Points on a line, ``reg_covar=0``: ``fit_variational`` and the Bayesian
+    estimator (on a line in 3-D) used to raise "Got unexpected field names:
+    ['params']" from inside the library, online EM returned NaN covariances silently.
+    Every kind now raises ``DegenerateCovarianceError`` carrying finite parameters."""
     from mogjax.bayesian_mixture import BayesianGaussianMixture
 
-    x = LINE_3D
+    x = LINE
     fit = {
         "variational": lambda: mg.fit_variational(x, 2, reg_covar=0.0, max_iter=5),
         "bayesian": lambda: BayesianGaussianMixture(n_components=2, reg_covar=0.0,
                                                     max_iter=5).fit(x),
-        "chunked": lambda: mg.fit_em_chunked(x, 2, reg_covar=0.0, chunk_size=16, max_iter=5),
+        "chunked": lambda: mg.fit_em_chunked(x, 2, reg_covar=0.0, chunk_size=136, max_iter=5),
         "sharded": lambda: mg.fit_em_sharded(x, 2, reg_covar=0.0, max_iter=5),
-        "online": lambda: mg.fit_online_em(x, 2, reg_covar=0.0, batch_size=16),
-        "gradient": lambda: mg.fit_gradient(x, 2, reg_covar=0.0, steps=5),
+        "online": lambda: mg.fit_online_em(x, 2, reg_covar=0.0, batch_size=136),
+        "gradient": lambda: mg.fit_gradient(x, 2, reg_covar=0.0, steps=500),
     }[kind]
     with pytest.raises(mg.DegenerateCovarianceError, match="reg_covar") as err:
         fit()
