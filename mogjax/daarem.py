@@ -28,6 +28,11 @@ also restarts the history) the iteration takes the EM step :math:`G(x_k)`.
 ``order`` defaults to :math:`\min(10, \lceil p/2 \rceil)` for :math:`p` free
 parameters.
 
+Anderson's step is a secant step: where EM's steps shrink it extrapolates forward,
+but where they grow (EM leaving a saddle or a plateau, measured on 2-D overlapping
+data) it extrapolates backward; those proposals are worse, rejected, and the
+iteration costs two E-steps for one EM step. SQUAREM's S3 step always points forward.
+
 The first iteration (no history yet) is the EM step, as the package's start. The
 vectors are the flat coordinates of ``mogjax.em_map`` (natural by default); a
 proposal outside the feasible set steps back toward the EM point
