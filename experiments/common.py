@@ -332,6 +332,18 @@ def fit_mixture_seeds(cfg, x, seeds, weights=None):
         equal_weights=cfg.model.equal_weights, sample_weight=weights, **kwargs))
 
 
+def em_theory(cfg, result, x, weights=None) -> dict[str, float]:
+    """EM's theory at ``result``'s parameters (``mogjax.theory.fit_diagnostics``), as
+    ``theory`` configures it: ``{}`` when off or for weighted rows; the dense rate and
+    missing-information fraction only up to ``theory.max_parameters`` parameters."""
+    if not cfg.theory.enabled or weights is not None:
+        return {}
+    from mogjax.theory import fit_diagnostics
+
+    return interruptible(fit_diagnostics, result.params, x, result,
+                         max_dense=int(cfg.theory.max_parameters))
+
+
 def log_mixture_fit(run, cfg, result, x, summary: MixtureSummary, data_name: str) -> None:
     """Curve, scalars, parameters and plots of one fit into ``run``."""
     method, n_iter = summary.method, int(result.n_iter)

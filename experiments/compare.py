@@ -92,6 +92,9 @@ def _run(cfg: DictConfig) -> ComparisonSummary:
         fits = {m: fit_child(cfg, data, m, base_tags, parent, init_seconds)
                 for m in cfg.compare}
         result = measure(cfg, fits, init_seconds)
+        if "em" in fits:  # EM's theory at its optimum: what its speed is read against
+            result["theory"] = common.em_theory(cfg, fits["em"][0], data.x, data.weights)
+            parent.log_scalars(result["theory"])
         charts = log_comparison(cfg, data_name, fits, result, parent)
     return ComparisonSummary({m: s for m, (_, s) in fits.items()}, result, parent.run_id,
                              parent.experiment_id, parent.uri, charts)
@@ -189,8 +192,23 @@ def describe(cfg, data_name: str, fits: dict, result: dict, charts: dict) -> str
         "(warm total - start) / iterations; ms to target = start + iterations x "
         "ms per iteration, and curve point t sits there on the time axis.\n"
         f"- Components aligned to {result['alignment']['reference']}'s (Hungarian "
-        "assignment, Bhattacharyya distance): `alignment.json`. Plot: `curves.png`.\n")
+        "assignment, Bhattacharyya distance): `alignment.json`. Plot: `curves.png`.\n"
+        + theory_line(result.get("theory", {})))
     return ui_layout.run_description(head, charts)
+
+
+def theory_line(theory: dict) -> str:
+    """The description's line on EM's theory at its optimum ("" when none)."""
+    if "em_rate" not in theory and "em_rate_empirical" not in theory:
+        return ""
+    parts = [f"rate {theory['em_rate']:.4g} (spectral radius of the EM map's Jacobian)"
+             if "em_rate" in theory else "",
+             f"measured from the curve {theory['em_rate_empirical']:.4g}"
+             if "em_rate_empirical" in theory else "",
+             f"largest fraction of missing information {theory['missing_information_max']:.4g}"
+             if "missing_information_max" in theory else ""]
+    return ("- EM's theory at its optimum (`mogjax.theory`): "
+            + "; ".join(p for p in parts if p) + ". Near 1, EM is slow here.\n")
 
 
 def overlay_charts(run_id: str, experiment_id: str, methods: list[str]) -> dict[str, str]:

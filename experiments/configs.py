@@ -200,6 +200,18 @@ class TrackingConfig:
 
 
 @dataclass
+class TheoryConfig:
+    """EM's theory at the fitted point (``mogjax.theory.fit_diagnostics``) on EM runs
+    and comparisons: the rate, the largest fraction of missing information, the
+    empirical rate and the responsibilities' entropy."""
+
+    enabled: bool = True
+    # the dense (p, p) matrices only up to this many free parameters (a k=5, d=10 full
+    # mixture has 329; each costs about p E-steps); the empirical rate always
+    max_parameters: int = 400
+
+
+@dataclass
 class CacheConfig:
     enabled: bool = True
     dir: Optional[str] = None  # null: .cache/jax in the project folder (git-ignored)
@@ -225,6 +237,7 @@ class Config:
     # JAX's persistent compilation cache, so a program compiled once on this machine
     # is read back by every later process (sweeps over processes, a second make run)
     compilation_cache: CacheConfig = field(default_factory=CacheConfig)
+    theory: TheoryConfig = field(default_factory=TheoryConfig)
 
 
 def register() -> None:
@@ -272,6 +285,7 @@ CHECKS = [
     ("algorithm.batch_size", ((lambda v: v is None or v >= 1), "an integer >= 1 or null")),
     ("algorithm.weight_concentration_prior", _real(0.0, open_low=True, optional=True)),
     ("algorithm.threshold", ((lambda v: 0 < v < 1), "a number in (0, 1)")),
+    ("theory.max_parameters", _count(0)),
 ]
 
 
@@ -521,9 +535,10 @@ DATA_FIELDS = {"faithful": (), "iris": (), "file": ("path", "columns", "header",
 # What each kind of run leaves out of its params: settings it does not read.
 UNUSED = {"compare": ("algorithm", "optimizer", "n_seeds"),
           "em": ("optimizer", "compare", "target_gap"),
-          "gradient": ("compare", "target_gap", "n_seeds"),
-          "meanshift": ("model", "optimizer", "stop", "compare", "target_gap", "n_seeds"),
-          "variational": ("optimizer", "compare", "target_gap", "n_seeds")}
+          "gradient": ("compare", "target_gap", "n_seeds", "theory"),
+          "meanshift": ("model", "optimizer", "stop", "compare", "target_gap", "n_seeds",
+                        "theory"),
+          "variational": ("optimizer", "compare", "target_gap", "n_seeds", "theory")}
 # Single settings a kind of run does not read: left out of its params too, and refused
 # when set to anything but their default (``validate``), but for ONLY_LEFT_OUT.
 UNUSED_SETTINGS = {"gradient": ("model.n_init", "model.equal_weights", "model.missing"),

@@ -85,6 +85,8 @@ def _run(cfg: DictConfig):
             variational.log_fit(run, cfg, result, x, summary, columns, data_name)
         else:
             common.log_mixture_fit(run, cfg, result, x, summary, data_name)
+            if method == "em":
+                run.log_scalars(common.em_theory(cfg, result, x, data.weights))
         summary.run_id = run.run_id
     return summary
 

@@ -256,6 +256,11 @@ def test_compare_shares_the_start_and_describes_every_child(faithful_comparison,
     assert note.startswith("**em vs adam**") and note.splitlines()[2].startswith("| method |")
     assert children and all(c.data.tags["mlflow.note.content"] for c in children)
     assert metrics["init_ms"] == children[0].data.metrics["init_ms"] > 0
+    # EM's theory at its optimum: the rate and the largest missing-information fraction
+    # agree near the fixed point (DLR 1977), the curve's estimate is of the same order
+    assert 0 < metrics["em_rate"] < 1 and abs(metrics["em_rate"] -
+                                              metrics["missing_information_max"]) < 1e-2
+    assert "EM's theory at its optimum" in note
 
 
 def test_em_time_is_warm_and_ahead_on_old_faithful(faithful_comparison, store):
@@ -530,6 +535,7 @@ def test_a_three_seed_study_of_the_em_vs_gradient_preset(store):
             "study_settings.png"} <= artifacts
     assert parent.info.run_name.startswith("em_vs_gradient sweep ")
     assert client.get_run(parent_id).data.tags["mlflow.note.content"].startswith("| # | setting")
+    assert 0 < setting["median_em_rate"] < 1  # EM's theory, per setting
 
 
 def test_a_study_over_two_files_is_one_sweep_with_a_row_per_file(store, tmp_path):
@@ -540,11 +546,11 @@ def test_a_study_over_two_files_is_one_sweep_with_a_row_per_file(store, tmp_path
     x = mg.load_old_faithful()
     np.savetxt(tmp_path / "geyser.csv", x, delimiter=",", header="eruptions,waiting",
                comments="")
-    np.savetxt(tmp_path / "half.csv", x[::2], delimiter=",")
+    np.savetxt(tmp_path / "shifted.csv", x + 10.0, delimiter=",")  # same shapes: no recompile
     cache = tmp_path / "cache"
-    paths = f"{tmp_path / 'geyser.csv'},{tmp_path / 'half.csv'}"
+    paths = f"{tmp_path / 'geyser.csv'},{tmp_path / 'shifted.csv'}"
     common = ("data=file", "compare=[em,squarem]", "tracking.log_plots=false", "precision=float64",
-              f"compilation_cache.dir={cache}", "tags=[two_files]")
+              f"compilation_cache.dir={cache}", "theory.enabled=false", "tags=[two_files]")
     run_script("compare.py", "-m", f"data.path={paths}", *common, store=store)
     (parent,) = [r for r in runs_of(store, "tags.study = 'two_files'")
                  if r.data.tags.get("sweep_parent") == "true"]
@@ -553,21 +559,21 @@ def test_a_study_over_two_files_is_one_sweep_with_a_row_per_file(store, tmp_path
                                      str(tmp_path))
     summary = json.loads(open(path).read())
     assert summary["swept"] == ["data.path"]
-    assert list(summary["settings"]) == ["path=geyser.csv", "path=half.csv"]
+    assert list(summary["settings"]) == ["path=geyser.csv", "path=shifted.csv"]
     csv_rows = client.download_artifacts(parent.info.run_id, "study_summary.csv", str(tmp_path))
     rows = open(csv_rows).read().splitlines()
     assert rows[0].startswith("setting,data.path,method,") and len(rows) == 1 + 2 * 2
     jobs = runs_of(store, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert sorted(j.data.tags["data"] for j in jobs) == ["geyser", "half"]
+    assert sorted(j.data.tags["data"] for j in jobs) == ["geyser", "shifted"]
     for job in jobs:
         assert job.data.params["precision"] == "float64"
         assert job.info.run_name.startswith(f"{job.data.tags['data']} k2 seed0: em vs squarem")
         assert job.data.metrics["n_esteps/em"] == job.data.metrics["n_iter/em"] + 1
     # A second process, the same comparison: its programs come from the cache.
-    run_script("compare.py", f"data.path={tmp_path / 'half.csv'}", *common[:-1],
+    run_script("compare.py", f"data.path={tmp_path / 'shifted.csv'}", *common[:-1],
                "tracking.run_name=cached", store=store)
     (again,) = runs_of(store, "attributes.run_name = 'cached'")
-    first = next(j for j in jobs if j.data.tags["data"] == "half")
+    first = next(j for j in jobs if j.data.tags["data"] == "geyser")  # compiled them
     for method in ("em", "squarem"):
         assert again.data.metrics[f"compile_ms/{method}"] < 0.5 * max(
             first.data.metrics[f"compile_ms/{method}"], 1.0) or first.data.metrics[
