@@ -40,26 +40,43 @@ def choices(found: dict) -> dict:
             "dp_largest_cap": max(dp) if dp else None}
 
 
+def describe(chosen: dict, found: dict, fitted: str) -> str:
+    """The parent's description: the choices and the table of BIC and kept components
+    per k, then what was fitted."""
+    lines = [f"**Dirichlet-process choice: {chosen['dp_choice_k']} components** (cap "
+             f"{chosen['dp_largest_cap']}); **BIC's choice: k = {chosen['bic_choice_k']}**.",
+             "", "| k | BIC (EM) | components kept (variational, k as the cap) |",
+             "|---|---|---|"]
+    for k in sorted(set(found["em"]) | set(found["variational"])):
+        bic, kept = found["em"].get(k), found["variational"].get(k)
+        lines.append(f"| {k} | {'-' if bic is None else f'{bic:.1f}'} | "
+                     f"{'-' if kept is None else int(kept)} |")
+    return "\n".join(lines) + (
+        f"\n\nData: {fitted}. EM fits every k and BIC takes the lowest; the variational "
+        "fit with a Dirichlet-process prior keeps the components whose weight is above "
+        "its threshold. Plot: `dp_vs_bic.png`; numbers: `dp_vs_bic.json`.")
+
+
 def log_summary(config, parent_id: str) -> dict:
     """Both choices on the sweep's parent run (see the module doc); returns them."""
     uri = tracking_uri(config)
     client = MlflowClient(uri)
     found = collect(client, client.get_run(parent_id).info.experiment_id, parent_id)
     chosen = choices(found)
+    from experiments import configs
+
+    data = configs.data_label(config) + (" (standardised)" if config.data.standardize else "")
+    fitted = f"{data}, {configs.plain(config.model.covariance_type)} covariances"
     run = tracking.attach(parent_id, uri)
     run.log_scalars({k: float(v) for k, v in chosen.items() if v is not None})
+    # the choices as tags too: the UI draws a metric with two decimals ("2.00")
+    run.set_tags({k: str(v) for k, v in chosen.items() if v is not None})
     run.log_dict({**chosen, "bic_by_k": found["em"],
                   "effective_components_by_cap": found["variational"]}, "dp_vs_bic.json")
-    run.set_tags({"mlflow.note.content": (
-        f"Dirichlet-process choice: {chosen['dp_choice_k']} components (cap "
-        f"{chosen['dp_largest_cap']}); BIC's choice: k = {chosen['bic_choice_k']}.")})
+    run.set_tags({"mlflow.note.content": describe(chosen, found, fitted)})
     if found["em"] and found["variational"]:
         from mogjax.plotting import plot_k_choices
 
-        from experiments import configs
-
-        data = configs.data_label(config) + (" (standardised)" if config.data.standardize else "")
-        fitted = f"{data}, {configs.plain(config.model.covariance_type)} covariances"
         run.log_figure(plot_k_choices(found["em"], found["variational"], subtitle=fitted),
                        "dp_vs_bic.png")
     return chosen

@@ -628,7 +628,10 @@ def test_dp_vs_bic_summarises_both_choices_on_the_parent(store):
     path = client_for(store).download_artifacts(parent.info.run_id, "dp_vs_bic.json",
                                                 str(store["cwd"]))
     assert json.loads(open(path).read())["bic_by_k"] == {str(k): v for k, v in bic.items()}
-    assert "BIC's choice" in parent.data.tags["mlflow.note.content"]
+    note = parent.data.tags["mlflow.note.content"]
+    assert "BIC's choice" in note and "standardised" in note
+    assert f"| 2 | {bic[2]:.1f} | {int(kept[2])} |" in note  # the table of BIC and kept per k
+    assert parent.data.tags["bic_choice_k"] == str(min(bic, key=bic.get))  # an integer
 
 
 # ---------------------------------------------------------------------- plots
