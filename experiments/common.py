@@ -186,9 +186,13 @@ COLUMNS = {
 }
 
 
-def column_names(cfg, data_name: str, d: int) -> tuple[str, ...]:
-    """Axis labels for the data's columns (``data.standardize``: the names, standardised)."""
-    names = COLUMNS.get(configs.plain(cfg.data.source), tuple(f"x{i + 1}" for i in range(d)))
+def column_names(cfg, data_name: str, d: int, x=None) -> tuple[str, ...]:
+    """Axis labels for the data's columns (``data.standardize``: the names, standardised):
+    the names ``load_data`` found for ``x`` (a file's header, ``data.column_names``),
+    else the data set's."""
+    data = None if x is None else loaded_data(x)
+    names = data.columns[:d] if data is not None else COLUMNS.get(
+        configs.plain(cfg.data.source), tuple(f"x{i + 1}" for i in range(d)))
     if cfg.data.standardize:
         names = tuple(f"{name.split(' (')[0]} (standardised)" for name in names)
     return names
@@ -366,7 +370,7 @@ def log_mixture_fit(run, cfg, result, x, summary: MixtureSummary, data_name: str
                                title=title, subtitle=configs.stop_rule(cfg.stop)), "curve.png")
     if x.shape[1] == 2:
         labels = np.asarray(mg.predict(result.params, x))
-        xlabel, ylabel = column_names(cfg, data_name, 2)
+        xlabel, ylabel = column_names(cfg, data_name, 2, x)
         fig = plot_clusters(x, labels, params=result.params, xlabel=xlabel, ylabel=ylabel,
                             title=f"{what}: final mean log-likelihood "
                                   f"{summary.final_log_likelihood:.4f}")
@@ -430,7 +434,7 @@ def log_mean_shift_fit(run, cfg, result, x, summary: MeanShiftSummary, data_name
     if x.shape[1] == 2 and cfg.tracking.log_plots:
         from mogjax.plotting import plot_clusters
 
-        xlabel, ylabel = column_names(cfg, data_name, 2)
+        xlabel, ylabel = column_names(cfg, data_name, 2, x)
         title = (f"mean shift on {data_name}, bandwidth {summary.bandwidth:.4g}: "
                  f"{summary.n_clusters} clusters")
         fig = plot_clusters(x, np.asarray(result.labels), modes=result.centers, title=title,

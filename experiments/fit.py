@@ -81,7 +81,7 @@ def _run(cfg: DictConfig):
         if algorithm == "meanshift":
             common.log_mean_shift_fit(run, cfg, result, x, summary, data_name)
         elif algorithm == "variational":
-            columns = common.column_names(cfg, data_name, x.shape[1])
+            columns = common.column_names(cfg, data_name, x.shape[1], x)
             variational.log_fit(run, cfg, result, x, summary, columns, data_name)
         else:
             common.log_mixture_fit(run, cfg, result, x, summary, data_name)
