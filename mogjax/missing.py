@@ -49,7 +49,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import cho_solve
 
 from mogjax import _blocks
 from mogjax import _validation as v
@@ -219,60 +218,95 @@ class PatternTerms(NamedTuple):
     log_const: Array  # (p, k)
 
 
-def _observed_block(cov: Array, o: Array) -> Array:
-    """``Sigma_oo (+) I_mm``: (..., d, d) with ``o`` (d,) 0/1 floats."""
-    return o[:, None] * o[None, :] * cov + jnp.diag(1.0 - o)
+class Swept(NamedTuple):
+    """Every full covariance (k, d, d) swept on every pattern's observed coordinates
+    (``sweep_observed``): ``g`` (p, k, d, d) and ``half_log_det`` (p, k), the
+    observed block's ``log |Sigma_oo| / 2``."""
+
+    g: Array
+    half_log_det: Array
 
 
-def pattern_terms(params: MixtureParams, patterns: Array, center: Array) -> PatternTerms:
-    """``PatternTerms`` of every pattern (p, d) under every component."""
+def sweep_observed(params: MixtureParams, patterns: Array) -> Swept:
+    r"""Beaton's sweep operator (Little & Rubin, sec. 7.4) on the observed coordinates
+    of every pattern, for every component's covariance.
+
+    Sweeping :math:`\Sigma` on the pivots ``o`` leaves :math:`-\Sigma_{oo}^{-1}` in
+    the ``o x o`` block, :math:`B = \Sigma_{mo}\Sigma_{oo}^{-1}` in ``m x o`` and the
+    conditional covariance :math:`\Sigma_{mm} - B \Sigma_{om}` in ``m x m``; the
+    product of the pivots is :math:`|\Sigma_{oo}|`. Plain elementwise arithmetic,
+    ``d`` rank-one updates of all ``p k`` matrices at once: no LAPACK call (whose
+    batched kernels share XLA's thread pool and can wait on each other when two run
+    at once on a small machine).
+    """
+    cov = gs.full_covariances(params.covariances, params.covariance_type,
+                              params.n_components, params.n_features)
+    d = cov.shape[-1]
+
+    def one(mask):
+        def pivot(j, carry):
+            g, log_det = carry
+            on = mask[j]
+            h = jnp.where(on, g[:, j, j], 1.0)
+            col, row = g[:, :, j] / h[:, None], g[:, j, :]
+            swept = (g - col[:, :, None] * row[:, None, :]).at[:, :, j].set(col)
+            swept = swept.at[:, j, :].set(row / h[:, None]).at[:, j, j].set(-1.0 / h)
+            return jnp.where(on, swept, g), log_det + jnp.where(on, jnp.log(h), 0.0)
+
+        g, log_det = jax.lax.fori_loop(0, d, pivot, (cov, jnp.zeros(cov.shape[0], cov.dtype)))
+        return g, 0.5 * log_det
+
+    return Swept(*jax.vmap(one)(patterns))
+
+
+def pattern_terms(params: MixtureParams, patterns: Array, center: Array,
+                  swept: Swept | None = None) -> PatternTerms:
+    """``PatternTerms`` of every pattern (p, d) under every component (``swept``:
+    ``sweep_observed``'s, for ``full``/``tied``, when already computed)."""
     cov_type, d = params.covariance_type, params.n_features
     dtype = params.means.dtype
     log_2pi = jnp.log(2 * jnp.pi).astype(dtype)
+    if cov_type in ("full", "tied"):
+        swept = sweep_observed(params, patterns) if swept is None else swept
+        o = patterns.astype(dtype)
+        prec = -(o[:, None, :, None] * o[:, None, None, :]) * swept.g  # Sigma_oo^-1 (+) 0
+        mu = params.means - center
+        rows, cols = np.triu_indices(d)
+        scale = np.where(rows == cols, 1.0, 2.0).astype(dtype)
+        prec_mu = jnp.einsum("pkij,kj->pki", prec, mu)
+        theta = jnp.swapaxes(jnp.concatenate(
+            [prec[..., rows, cols] * scale, -2.0 * prec_mu], axis=-1), -1, -2)
+        offset = jnp.sum(mu * prec_mu, axis=-1)
+        log_const = (params.log_weights - swept.half_log_det
+                     - 0.5 * jnp.sum(o, axis=1, keepdims=True) * log_2pi)
+        return PatternTerms(theta, offset, log_const)
 
-    def one(mask):
+    def one(mask):  # independent coordinates: drop the missing ones from mean and log-det
         o = mask.astype(dtype)
-        if cov_type in ("full", "tied"):
-            cov = gs.full_covariances(params.covariances, cov_type, params.n_components, d)
-            upper = gs.precision_cholesky(_observed_block(cov, o), "full")
-            half_log_det = gs.half_log_det_precision(upper, "full", d)
-            # (o U)(o U)^T = Sigma_oo^-1 (+) 0: the marginal precision, zero off o x o
-            theta, offset = gs.precision_features(params.means, o[:, None] * upper, "full",
-                                                  center)
-        else:  # independent coordinates: drop the missing ones from mean and log-det
-            means = center + o * (params.means - center)
-            theta, offset = gs.precision_features(means, params.prec_chol, cov_type, center)
-            log_prec = jnp.log(params.prec_chol)
-            half_log_det = (jnp.sum(o * log_prec, axis=-1) if cov_type == "diag"
-                            else jnp.sum(o) * log_prec)
+        means = center + o * (params.means - center)
+        theta, offset = gs.precision_features(means, params.prec_chol, cov_type, center)
+        log_prec = jnp.log(params.prec_chol)
+        half_log_det = (jnp.sum(o * log_prec, axis=-1) if cov_type == "diag"
+                        else jnp.sum(o) * log_prec)
         log_const = params.log_weights + half_log_det - 0.5 * jnp.sum(o) * log_2pi
         return theta, offset, log_const
 
     return PatternTerms(*jax.vmap(one)(patterns))
 
 
-def completion(params: MixtureParams, patterns: Array, center: Array):
+def completion(params: MixtureParams, patterns: Array, center: Array,
+               swept: Swept | None = None):
     r"""``(T (p, k, d, d), t (p, k, d), C (p, k, d, d))``: under component ``j`` a
     row ``y = x - center`` of pattern ``p`` (missing entries 0) completes to
     :math:`T y + t` with conditional covariance ``C`` (zero outside the missing block).
     """
-    cov = gs.full_covariances(params.covariances, params.covariance_type,
-                              params.n_components, params.n_features)
+    swept = sweep_observed(params, patterns) if swept is None else swept
+    o = patterns.astype(swept.g.dtype)[:, None]  # (p, 1, d)
+    gain = swept.g * ((1.0 - o)[..., :, None] * o[..., None, :])  # B, rows m, columns o
+    t_mat = gain + o[..., :, None] * jnp.eye(o.shape[-1], dtype=o.dtype)
     mu = params.means - center
-    dtype = cov.dtype
-
-    def one(mask):
-        o = mask.astype(dtype)
-        chol = jnp.linalg.cholesky(_observed_block(cov, o))
-        eye = jnp.broadcast_to(jnp.eye(o.shape[0], dtype=dtype), cov.shape)
-        a_inv = cho_solve((chol, True), eye)  # Sigma_oo^-1 (+) I_mm
-        gain = (cov @ a_inv) * ((1.0 - o)[:, None] * o[None, :])  # B = Sigma_mo Sigma_oo^-1
-        t_mat = jnp.diag(o) + gain
-        shift = mu - jnp.einsum("kde,ke->kd", t_mat, mu)
-        miss = (1.0 - o)[:, None] * (1.0 - o)[None, :]
-        return t_mat, shift, miss * (cov - gain @ cov)
-
-    return jax.vmap(one)(patterns)
+    shift = mu - jnp.einsum("pkde,ke->pkd", t_mat, mu)
+    return t_mat, shift, swept.g * ((1.0 - o)[..., :, None] * (1.0 - o)[..., None, :])
 
 
 # ---- the E-step: complete-data products per block, one transform per pattern ----
@@ -351,13 +385,13 @@ def pattern_moments(terms: PatternTerms, data: MissingData, center: Array,
 
 
 def expected_stats(params: MixtureParams, patterns: Array, center: Array,
-                   sums: PatternMoments) -> SufficientStats:
+                   sums: PatternMoments, swept: Swept | None = None) -> SufficientStats:
     """The expected sufficient statistics (module doc) from the per-pattern sums:
     one transform per pattern and component."""
     cov_type, d = params.covariance_type, params.n_features
     w, mom = sums.counts, sums.moments
     if cov_type in ("full", "tied"):
-        t_mat, shift, cond = completion(params, patterns, center)
+        t_mat, shift, cond = completion(params, patterns, center, swept)
         second = gs.unpack_second_moments(mom[..., :-d], d, "full")
         ts = jnp.einsum("pkde,pke->pkd", t_mat, mom[..., -d:])
         sum_x = jnp.sum(ts + w[..., None] * shift, axis=0)
@@ -396,9 +430,11 @@ def missing_e_step(data: MissingData, center: Array, covariance_type: str, weigh
                 if caches_observed_features(data, covariance_type) else None)
 
     def e_step(params: MixtureParams) -> SufficientStats:
-        terms = pattern_terms(params, data.patterns, center)
+        swept = (sweep_observed(params, data.patterns)
+                 if covariance_type in ("full", "tied") else None)
+        terms = pattern_terms(params, data.patterns, center, swept)
         sums = pattern_moments(terms, data, center, covariance_type, w, features, block_size)
-        return expected_stats(params, data.patterns, center, sums)
+        return expected_stats(params, data.patterns, center, sums, swept)
 
     return e_step
 
@@ -427,8 +463,10 @@ def start_rows(data: MissingData, center: Array) -> Array:
 @jax.jit
 def _impute(params: MixtureParams, data: MissingData) -> Array:
     center = imputed_center(data)
-    terms = pattern_terms(params, data.patterns, center)
-    t_mat, shift, _ = completion(params, data.patterns, center)
+    swept = sweep_observed(params, data.patterns)
+    terms = pattern_terms(params, data.patterns, center,
+                          swept if params.covariance_type in ("full", "tied") else None)
+    t_mat, shift, _ = completion(params, data.patterns, center, swept)
 
     def fn(xb, pb):
         feats = observed_features(data, center, params.covariance_type, xb, pb)
