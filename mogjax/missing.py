@@ -37,7 +37,12 @@ the complete-data quadratic features of ``y`` (``mogjax.gaussian``) and one
 ``theta`` per pattern. A block therefore costs the complete-data E-step's two matrix
 products (``mogjax.estep.block_statistics``, batched over the blocks of a step);
 ``(W, s, M)`` are summed per pattern and transformed once per pattern and E-step:
-work ``O(n k D + p k d^3)`` for ``p`` patterns, ``D`` the features' width.
+work ``O(n k D + p k d^3)`` for ``p`` patterns, ``D`` the features' width. The
+conditioning (:math:`\Sigma_{oo}^{-1}`, :math:`B_j`, :math:`C_j` and
+:math:`|\Sigma_{oo}|`) is one sweep of every covariance on the observed coordinates
+(``sweep_observed``). Chunked, sharded, online and batched-seed EM use the same
+pieces (``pattern_terms``, ``pattern_moments``, ``expected_stats``): per-pattern
+moments add across chunks and devices like the complete-data statistics.
 
 The per-pattern terms take ``O(p k (D + d^2))`` memory: fine for the few hundred
 patterns of a low-dimensional data set; with a pattern per row (many columns, many
