@@ -123,7 +123,9 @@ def em_loop(e_step_fn, params, tol, reg_covar, max_iter, equal_weights: bool,
     s = jax.lax.while_loop(cond, body, start)
     degenerate = s.degenerate | ~jnp.isfinite(curve[0])
     n_esteps = 1 + s.step + s.degenerate.astype(s.step.dtype)  # a failed step's E-step too
-    return FitResult(s.params, s.curve, s.step, s.converged, degenerate, n_esteps)
+    t = jnp.arange(capacity + 1, dtype=s.step.dtype)
+    esteps = jnp.where(t <= s.step, t + 1, -1)
+    return FitResult(s.params, s.curve, s.step, s.converged, degenerate, n_esteps, esteps)
 
 
 def _run_em(params, x, tol, reg_covar, max_iter, equal_weights, block_size, verbose=0,
@@ -143,8 +145,10 @@ def curve_capacity(max_iter: int) -> int:
 
 
 def trimmed(result: FitResult, max_iter: int) -> FitResult:
-    """``result`` with its curve cut to ``max_iter + 1`` entries (last axis)."""
-    return result._replace(curve=result.curve[..., : max_iter + 1])
+    """``result`` with its curve (and ``esteps``) cut to ``max_iter + 1`` entries."""
+    result = result._replace(curve=result.curve[..., : max_iter + 1])
+    esteps = getattr(result, "esteps", None)
+    return result if esteps is None else result._replace(esteps=esteps[..., : max_iter + 1])
 
 
 @functools.partial(

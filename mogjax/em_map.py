@@ -212,6 +212,7 @@ class _State(NamedTuple):
     converged: Array
     degenerate: Array
     n_esteps: Array
+    esteps: Array
 
 
 def accelerated_loop(method, e_step_fn, params: MixtureParams, tol, reg_covar, max_iter,
@@ -224,7 +225,8 @@ def accelerated_loop(method, e_step_fn, params: MixtureParams, tol, reg_covar, m
     one iteration; ``ok`` False means EM's own step failed (a covariance that is not
     positive definite): the loop stops there, ``degenerate``, as ``em_loop`` does.
     Arguments as ``mogjax.em.em_loop``'s; the result also counts ``n_esteps``, every
-    call of ``e_step_fn`` (the start's included).
+    call of ``e_step_fn`` (the start's included), and ``esteps``, the count when each
+    curve point was reached.
     """
     dtype = params.means.dtype
     coordinates = getattr(method, "coordinates", "natural")
@@ -251,14 +253,18 @@ def accelerated_loop(method, e_step_fn, params: MixtureParams, tol, reg_covar, m
         best_params, best_value = pick(better, (point.params, point.value),
                                        (s.best_params, s.best_value))
         report_every(verbose, i, curve[i], "accelerated EM iteration")
+        n_esteps = s.n_esteps + used
+        esteps = s.esteps.at[i].set(jnp.where(ok, n_esteps, s.esteps[i]))
         return _State(point, method_state, best_params, best_value, curve, i, counter,
-                      ok & stop, ~ok, s.n_esteps + used)
+                      ok & stop, ~ok, n_esteps, esteps)
 
     start = _State(point, method.init(em_map, point), params, point.value, curve,
                    jnp.int32(0), start_counter(curve[0], previous), jnp.bool_(False),
-                   jnp.bool_(False), jnp.int32(1))
+                   jnp.bool_(False), jnp.int32(1),
+                   jnp.full((capacity + 1,), -1, jnp.int32).at[0].set(1))
     s = jax.lax.while_loop(cond, body, start)
     curve = s.curve.at[s.step].set(jnp.where(jnp.isfinite(s.curve[0]), s.best_value,
                                              s.curve[s.step]))
     degenerate = s.degenerate | ~jnp.isfinite(curve[0])
-    return FitResult(s.best_params, curve, s.step, s.converged, degenerate, s.n_esteps)
+    return FitResult(s.best_params, curve, s.step, s.converged, degenerate, s.n_esteps,
+                     s.esteps)

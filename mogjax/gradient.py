@@ -111,7 +111,7 @@ def objective(raw: UnconstrainedParams, x: ArrayLike, reg_covar=0.0, sample_weig
 
 
 class GradientResult(NamedTuple):
-    """What ``fit_gradient`` returns; its first six fields are ``FitResult``'s.
+    """What ``fit_gradient`` returns; its first seven fields are ``FitResult``'s.
 
     Attributes:
       params: the best parameters visited (by the full-data objective).
@@ -128,6 +128,9 @@ class GradientResult(NamedTuple):
         search's evaluations (L-BFGS) plus any the optimiser had to redo; with
         mini-batches, the full evaluations plus the batches' rows in passes over
         the data (rounded up).
+      esteps: E-steps made by the time each curve point was reached (as
+        ``FitResult.esteps``; with mini-batches, the batches' rows up to that step
+        in passes over the data, rounded up), ``-1`` after ``n_iter``.
       n_rejected: steps rejected (module doc).
       stop_code: index into ``mogjax.results.STOP_REASONS`` (see ``stop_reason``).
       best_iter: the step after which ``params`` were reached.
@@ -139,6 +142,7 @@ class GradientResult(NamedTuple):
     converged: Array
     degenerate: Array
     n_esteps: Array
+    esteps: Array
     n_rejected: Array
     stop_code: Array
     best_iter: Array
@@ -174,6 +178,7 @@ class _State(NamedTuple):
     counter: StopCounter
     stop: Array
     n_esteps: Array
+    esteps: Array
 
 
 class _Settings(NamedTuple):
@@ -247,13 +252,15 @@ def _loop(raw0, curve0, data, weight, center, key, s: _Settings, opt, hyper, *, 
         stop = jnp.where(evaluated & small, TOL, jnp.where(flat, GRAD_NORM, STEPS))
         report_every(verbose, i, value, "gradient step")
         return _State(raw, opt_state, value, grad, best_raw, best_value, best_iter, curve, i,
-                      st.n_rejected + ~ok, counter, stop, st.n_esteps + used)
+                      st.n_rejected + ~ok, counter, stop, st.n_esteps + used,
+                      st.esteps.at[i].set(st.n_esteps + used))
 
     value, grad = jax.value_and_grad(full_loss)(raw0)
     curve = jnp.full((capacity + 1,), jnp.nan, data.dtype).at[0].set(curve0)
     start = _State(raw0, state0, -value if batch_size is None else curve0, grad, raw0, curve0,
                    jnp.int32(0), curve, jnp.int32(0), jnp.int32(0), start_counter(curve0),
-                   jnp.where(jnp.isfinite(curve0), STEPS, DEGENERATE), jnp.int32(2))
+                   jnp.where(jnp.isfinite(curve0), STEPS, DEGENERATE), jnp.int32(2),
+                   jnp.full((capacity + 1,), -1, jnp.int32).at[0].set(2))
     return jax.lax.while_loop(lambda st: (st.step < s.steps) & (st.stop == STEPS), body, start)
 
 
@@ -283,11 +290,14 @@ def _fit(x, weight, init_key, shuffle_key, user_init, s: _Settings, hyper, *, k,
     params = _pick(at_start, params0, best.replace(means=best.means + center))
     curve = st.curve.at[st.step].set(st.best_value)
     converged = (st.stop == TOL) | (st.stop == GRAD_NORM)
-    n_esteps = st.n_esteps
+    n_esteps, esteps = st.n_esteps, st.esteps
     if batch_size is not None:  # the batches' rows, in passes over the data
-        n_esteps += (st.step * batch_size + x.shape[0] - 1) // x.shape[0]
+        rows = lambda t: (t * batch_size + x.shape[0] - 1) // x.shape[0]
+        n_esteps += rows(st.step)
+        t = jnp.arange(capacity + 1, dtype=jnp.int32)
+        esteps = jnp.where(t <= st.step, esteps + rows(t), -1)
     return GradientResult(params, curve, st.step, converged, st.n_rejected > 0, n_esteps,
-                          st.n_rejected, st.stop, st.best_iter)
+                          esteps, st.n_rejected, st.stop, st.best_iter)
 
 
 def fit_gradient(

@@ -62,6 +62,10 @@ class FitResult(NamedTuple):
         accelerated EM (``mogjax.accelerated``) stabilising steps, rejected proposals
         and line searches too. Plain EM: ``n_iter + 1``, plus one when a failed step
         stopped it (``degenerate``). ``-1``: not counted (chunked EM).
+      esteps: E-steps made by the time each curve point was reached, shaped as
+        ``curve``: ``esteps[t]`` for ``curve[t]`` (``esteps[0] == 1``), ``-1`` after
+        ``n_iter``; so ``(esteps, curve)`` is the curve against E-steps. ``None``
+        where not recorded (chunked EM).
     """
 
     params: MixtureParams
@@ -70,6 +74,7 @@ class FitResult(NamedTuple):
     converged: Array
     degenerate: Array | bool = False
     n_esteps: Array | int = -1
+    esteps: Array | None = None
 
     @property
     def final_log_likelihood(self) -> Array:

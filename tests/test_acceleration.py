@@ -183,6 +183,7 @@ def test_fit_gradient_counts_its_e_steps(monkeypatch):
     x = _slow_data(246)  # a size of its own: a fresh trace sees the wrappers
     res = mg.fit_gradient(x, 2, optimizer="lbfgs", steps=30, tol=None)
     assert int(res.n_esteps) == len(calls) >= int(res.n_iter) + 2
+    assert int(res.esteps[0]) == 2 and int(res.esteps[int(res.n_iter)]) == len(calls)
 
 
 def test_gaussian_mixture_takes_an_acceleration():
@@ -192,3 +193,13 @@ def test_gaussian_mixture_takes_an_acceleration():
     assert gm.converged_ and gm.n_esteps_ > gm.n_iter_ + 1  # extrapolations cost E-steps
     np.testing.assert_allclose(gm.curve_[-1], gm.score(x), rtol=1e-12)
     assert gm.get_params()["acceleration"] == "squarem"
+
+
+def test_esteps_is_the_curve_against_e_steps(runs):
+    for name in (None, *METHODS):
+        res, counted = runs[name]
+        n = int(res.n_iter)
+        esteps = np.asarray(res.esteps)
+        assert esteps.shape == res.curve.shape and esteps[0] == 1
+        assert esteps[n] == int(res.n_esteps) == counted and np.all(esteps[n + 1:] == -1)
+        assert np.all(np.diff(esteps[: n + 1]) >= 1)
