@@ -155,7 +155,10 @@ def _dense(params: MixtureParams, x: Array, weight, kind: str) -> Array:
         tangents = np.zeros((batch, p), eye.dtype)
         block = eye[first: first + batch]
         tangents[: len(block)] = block
-        columns.append(_products(params, x, weight, jnp.asarray(tangents), kind)[: len(block)])
+        # one batch at a time: many large programs in flight at once were seen to
+        # deadlock XLA's CPU runtime (every thread idle, the result never ready)
+        columns.append(jax.block_until_ready(
+            _products(params, x, weight, jnp.asarray(tangents), kind))[: len(block)])
     return jnp.concatenate(columns).T
 
 
