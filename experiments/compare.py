@@ -97,7 +97,8 @@ def _run(cfg: DictConfig) -> ComparisonSummary:
             parent.log_scalars(result["theory"])
         charts = log_comparison(cfg, data_name, fits, result, parent)
     return ComparisonSummary({m: s for m, (_, s) in fits.items()}, result, parent.run_id,
-                             parent.experiment_id, parent.uri, charts)
+                             parent.experiment_id, parent.uri, charts,
+                             run_name(cfg, data_name))
 
 
 def fit_child(cfg, data: common.Data, method: str, base_tags: dict, parent,

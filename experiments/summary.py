@@ -162,6 +162,7 @@ class ComparisonSummary:
     experiment_id: str | None = None
     tracking_uri: str | None = None
     charts: dict[str, str] = field(default_factory=dict)
+    name: str | None = None  # the run's name, when tracked
 
     @property
     def objective(self) -> float:
@@ -172,7 +173,8 @@ class ComparisonSummary:
         to target."""
         comp = self.comparison
         width = max(8, *(len(m) for m in self.methods))
-        lines = [f"\n{'method':{width}s} {'final mean log-lik':>18s}  {'iterations/steps':20s} "
+        lines = [f"\nComparison run '{self.name}'"] if self.name else []
+        lines += [f"\n{'method':{width}s} {'final mean log-lik':>18s}  {'iterations/steps':20s} "
                  f"{'E-steps':>7s} {'ms/iter (warm)':>14s} {'compile s':>9s}  to target"]
         for method, s in self.methods.items():
             t = comp["to_target"][method]
