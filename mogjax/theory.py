@@ -18,8 +18,9 @@ information (minus the Hessian of the total log-likelihood), :math:`I_c` for the
 complete-data information (minus the Hessian of EM's
 :math:`Q(\theta \mid \theta_0) = \sum_i \sum_j w_{ij}(\theta_0) \log \pi_j f_j(x_i; \theta)`
 at :math:`\theta = \theta_0`) and :math:`I_m = I_c - I_o` for the missing information.
-At a fixed point of EM (Dempster, Laird & Rubin 1977, sec. 3; Meng & Rubin 1991,
-eq. 2.2.1)
+At a fixed point of EM (Dempster, Laird & Rubin 1977, JRSS B 39:1-38, sec. 3; Meng &
+Rubin 1991, "Using EM to obtain asymptotic variance-covariance matrices: the SEM
+algorithm", JASA 86:899-909)
 
 .. math::
 
@@ -275,7 +276,7 @@ def missing_information_fraction(params: MixtureParams, x: ArrayLike) -> np.ndar
     :math:`I_m = I_c - I_o`; the eigenvalues are those of the symmetric
     :math:`L^{-1} I_m L^{-T}` with :math:`I_c = L L^T` (real). At an optimum they
     are the eigenvalues of EM's Jacobian, so the first is its rate (Meng & Rubin
-    1991, sec. 2.2); they are the fractions of information the labels would add,
+    1991); they are the fractions of information the labels would add,
     direction by direction. NaN when :math:`I_c` is not positive definite.
 
     Examples:
@@ -383,7 +384,7 @@ def em_rate(params: MixtureParams, x: ArrayLike, *, max_dense: int = 2000,
     r"""EM's local rate of convergence: the spectral radius of ``em_map_jacobian``.
 
     Near a strict local maximum the error of EM shrinks by this factor per iteration
-    (Dempster, Laird & Rubin 1977, Theorem 4; Meng & Rubin 1991); it is the largest
+    (Dempster, Laird & Rubin 1977; Meng & Rubin 1991); it is the largest
     fraction of missing information. For ``p <= max_dense`` the dense Jacobian's
     eigenvalues (``numpy.linalg.eigvals``); above it, matrix-free: ``krylov_rate``
     with ``krylov_dim`` Jacobian-vector products (its accuracy is documented there;
@@ -425,7 +426,8 @@ def em_preconditioner(params: MixtureParams, x: ArrayLike) -> np.ndarray:
     parametrisation; :math:`\nabla \log L` is the gradient of the total
     log-likelihood over the flat vector, :math:`a` the weights, :math:`N = n` and
     :math:`W_j = \sum_t h_j(t)` the E-step's counts at ``params``. Xu & Jordan
-    (1996, Neural Computation 8:129-151, eqs. 9-11 and Theorem 1):
+    (1996, "On convergence properties of the EM algorithm for Gaussian mixtures",
+    Neural Computation 8:129-151):
 
     .. math::
 
