@@ -261,7 +261,7 @@ def time_start(cfg, x, weights=None) -> float:
     x = np.asarray(x)
     x = jnp.asarray(np.where(np.isnan(x), np.nanmean(x, axis=0), x))  # missing entries
     weight = None if weights is None else jnp.asarray(weights, x.dtype)
-    key = mg._validation.split_keys(cfg.seed, 1)[0]
+    key = jax.random.split(jax.random.key(int(cfg.seed) & 0xFFFFFFFF), 1)[0]  # fit_em's first
     call = lambda: _start(x, key, weight, jnp.asarray(m.reg_covar, x.dtype), k=int(m.k),
                           covariance_type=configs.plain(m.covariance_type),
                           init=canonical_init(m.init))

@@ -638,3 +638,34 @@ def run_params(cfg, method: str) -> dict:
     if kind != "meanshift":
         out["stop_rule"] = stop_rule(cfg.stop)
     return out
+
+
+# ------------------------------------------------------------------ sweeps
+
+
+def sweep_overrides(config) -> dict[str, str]:
+    """What the sweep sets: the command line's overrides and the preset's
+    ``hydra.sweeper.params`` (the command line wins), as ``{key: value}``."""
+    params = config.hydra.sweeper.get("params")
+    out = {str(k): str(v) for k, v in (OmegaConf.to_container(params) if params else {}).items()}
+    for item in config.hydra.overrides.task:
+        key, _, value = item.partition("=")
+        out[key.lstrip("+~")] = value
+    return out
+
+
+def swept_keys(overrides: dict[str, str]) -> list[str]:
+    """The keys of ``overrides`` that take several values (``a,b``, ``range(...)``,
+    ``choice(...)``; a list value such as ``[em,adam]`` is one value)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out = []
+    for key, value in overrides.items():
+        try:
+            override = parser.parse_override(f"{key}={value}")
+        except Exception:  # noqa: BLE001 (Hydra's own error comes with the jobs)
+            continue
+        if override.is_sweep_override():
+            out.append(key)
+    return out

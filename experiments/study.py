@@ -83,7 +83,7 @@ def collect(client: MlflowClient, experiment_id: str, sweep_id: str, parent_id: 
     ``{name: {"values": {key: value}, "jobs": n, "methods": {method: [record]},
     "theory": [metrics of each job]}}`` in the order first met, and ``swept`` the
     swept keys (seed aside)."""
-    from experiments.sweep import swept_keys
+    from experiments.configs import swept_keys
 
     parent = client.get_run(parent_id)
     swept = [k for k in swept_keys(parent.data.params) if k != "seed"]

@@ -43,7 +43,7 @@ def _number(value: str) -> float | None:
 def what_was_fitted(config) -> str:
     """``k=5, full covariances, float64`` from the sweep's config (``swept`` where a
     sweep sets them per job)."""
-    from experiments.sweep import swept_keys, sweep_overrides
+    from experiments.configs import sweep_overrides, swept_keys
 
     swept = swept_keys(sweep_overrides(config))
     k = "k swept" if "model.k" in swept else f"k={config.model.k}"

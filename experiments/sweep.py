@@ -18,9 +18,10 @@ import mlflow
 from hydra.experimental.callback import Callback
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from experiments import configs, dp_vs_bic, registry, store, study, tracking, ui_layout
+from experiments.configs import sweep_overrides, swept_keys
 from experiments.fallback import usable_folder
 from experiments.interrupt import EXIT_HOOKS
 from experiments.reap import reap_at_start
@@ -124,34 +125,6 @@ class SweepCallback(Callback):
         finally:
             MlflowClient(tracking_uri(config)).set_terminated(parent, status)
             print_sweep(config, parent, sweep_id, status)
-
-
-def sweep_overrides(config: DictConfig) -> dict[str, str]:
-    """What the sweep sets: the command line's overrides and the preset's
-    ``hydra.sweeper.params`` (the command line wins), as ``{key: value}``."""
-    params = config.hydra.sweeper.get("params")
-    out = {str(k): str(v) for k, v in (OmegaConf.to_container(params) if params else {}).items()}
-    for item in config.hydra.overrides.task:
-        key, _, value = item.partition("=")
-        out[key.lstrip("+~")] = value
-    return out
-
-
-def swept_keys(overrides: dict[str, str]) -> list[str]:
-    """The keys of ``overrides`` that take several values (``a,b``, ``range(...)``,
-    ``choice(...)``; a list value such as ``[em,adam]`` is one value)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    out = []
-    for key, value in overrides.items():
-        try:
-            override = parser.parse_override(f"{key}={value}")
-        except Exception:  # noqa: BLE001 (Hydra's own error comes with the jobs)
-            continue
-        if override.is_sweep_override():
-            out.append(key)
-    return out
 
 
 def describe_sweep(task: str, overrides: dict) -> str:
