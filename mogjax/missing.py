@@ -65,6 +65,7 @@ from mogjax.suffstats import SufficientStats
 
 PATTERN_BLOCK = 128  # most rows per block; every block holds rows of one pattern
 PADDING_SHARE = 8  # blocks are shrunk until padding adds at most 1/PADDING_SHARE of n
+PATTERN_GROUP = 16  # patterns conditioned at once: their (k, d, d) matrices stay in cache
 
 
 class MissingData(NamedTuple):
@@ -248,20 +249,24 @@ def sweep_observed(params: MixtureParams, patterns: Array) -> Swept:
                               params.n_components, params.n_features)
     d = cov.shape[-1]
 
+    index = jnp.arange(d)
+
     def one(mask):
-        def pivot(j, carry):
+        def pivot(j, carry):  # one elementwise pass over the (k, d, d) matrices
             g, log_det = carry
             on = mask[j]
-            h = jnp.where(on, g[:, j, j], 1.0)
-            col, row = g[:, :, j] / h[:, None], g[:, j, :]
-            swept = (g - col[:, :, None] * row[:, None, :]).at[:, :, j].set(col)
-            swept = swept.at[:, j, :].set(row / h[:, None]).at[:, j, j].set(-1.0 / h)
-            return jnp.where(on, swept, g), log_det + jnp.where(on, jnp.log(h), 0.0)
+            h = jnp.where(on, g[:, j, j], 1.0)[:, None, None]
+            col, row = g[:, :, j][:, :, None], g[:, j, :][:, None, :]
+            at_row, at_col = (index == j)[:, None], (index == j)[None, :]
+            swept = jnp.where(at_row & at_col, -1.0 / h, jnp.where(
+                at_col, col / h, jnp.where(at_row, row / h, g - col * row / h)))
+            return (jnp.where(on, swept, g),
+                    log_det + jnp.where(on, jnp.log(h[:, 0, 0]), 0.0))
 
         g, log_det = jax.lax.fori_loop(0, d, pivot, (cov, jnp.zeros(cov.shape[0], cov.dtype)))
         return g, 0.5 * log_det
 
-    return Swept(*jax.vmap(one)(patterns))
+    return Swept(*jax.lax.map(one, patterns, batch_size=PATTERN_GROUP))
 
 
 def pattern_terms(params: MixtureParams, patterns: Array, center: Array,
@@ -396,15 +401,23 @@ def expected_stats(params: MixtureParams, patterns: Array, center: Array,
     cov_type, d = params.covariance_type, params.n_features
     w, mom = sums.counts, sums.moments
     if cov_type in ("full", "tied"):
-        t_mat, shift, cond = completion(params, patterns, center, swept)
-        second = gs.unpack_second_moments(mom[..., :-d], d, "full")
-        ts = jnp.einsum("pkde,pke->pkd", t_mat, mom[..., -d:])
-        sum_x = jnp.sum(ts + w[..., None] * shift, axis=0)
-        cross = ts[..., :, None] * shift[..., None, :]
-        sum_xx = jnp.sum(
-            jnp.einsum("pkab,pkbc,pkdc->pkad", t_mat, second, t_mat) + cross
-            + jnp.swapaxes(cross, -1, -2)
-            + w[..., None, None] * (shift[..., :, None] * shift[..., None, :] + cond), axis=0)
+        swept = sweep_observed(params, patterns) if swept is None else swept
+
+        def one(args):  # one pattern's expected sums (k, d), (k, d, d)
+            mask, g, half_log_det, w, mom = args
+            t_mat, shift, cond = (a[0] for a in completion(
+                params, mask[None], center, Swept(g[None], half_log_det[None])))
+            second = gs.unpack_second_moments(mom[:, :-d], d, "full")
+            ts = jnp.einsum("kde,ke->kd", t_mat, mom[:, -d:])
+            cross = ts[:, :, None] * shift[:, None, :]
+            sum_xx = (t_mat @ second @ jnp.swapaxes(t_mat, -1, -2) + cross
+                      + jnp.swapaxes(cross, -1, -2)
+                      + w[:, None, None] * (shift[:, :, None] * shift[:, None, :] + cond))
+            return ts + w[:, None] * shift, sum_xx
+
+        sum_x, sum_xx = jax.lax.map(one, (patterns, swept.g, swept.half_log_det, w, mom),
+                                    batch_size=PATTERN_GROUP)
+        sum_x, sum_xx = jnp.sum(sum_x, axis=0), jnp.sum(sum_xx, axis=0)
     else:  # the completion keeps the observed entries and fills in the mean
         o = patterns.astype(mom.dtype)[:, None, :]  # (p, 1, d)
         var = jnp.diagonal(gs.full_covariances(params.covariances, cov_type,
