@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from contextlib import contextmanager
 
 import jax
@@ -69,15 +70,16 @@ def signals_raise():
         signal.signal(signal.SIGTERM, previous)
 
 
-def interruptible(fn, *args, **kwargs):
+def interruptible(fn, *args, timeout: float | None = None, **kwargs):
     """``fn(*args, **kwargs)`` in a daemon thread; the main thread stays able to take
     signals. Returns its value or raises its exception.
 
     If a signal interrupts the wait, the exception propagates at once and the worker
     is abandoned (it dies with the process). The worker computes in the caller's
-    precision (``jax.enable_x64`` is a per-thread setting).
+    precision (``jax.enable_x64`` is a per-thread setting). After ``timeout`` seconds
+    (None: none) the worker is abandoned too and ``TimeoutError`` raised.
     """
-    if not _in_main_thread():
+    if not _in_main_thread() and timeout is None:
         return fn(*args, **kwargs)
     box = {}
     x64 = bool(jax.config.jax_enable_x64)
@@ -91,8 +93,11 @@ def interruptible(fn, *args, **kwargs):
 
     worker = threading.Thread(target=target, name="mogjax-fit", daemon=True)
     worker.start()
+    started = time.monotonic()
     while worker.is_alive():
         worker.join(0.1)
+        if timeout is not None and time.monotonic() - started > timeout:
+            raise TimeoutError(f"{getattr(fn, '__name__', 'the call')} ran past {timeout:g} s")
     if "error" in box:
         raise box["error"]
     return box["value"]
