@@ -374,10 +374,22 @@ def em_theory(cfg, result, x, weights=None) -> dict[str, float]:
 THEORY_SECONDS = 120
 
 
+def esteps_of(result) -> np.ndarray | None:
+    """E-steps made by each curve point, ``(n_iter + 1,)`` (``FitResult.esteps``), or
+    None where the fit did not count them."""
+    counts = getattr(result, "esteps", None)
+    if counts is None:
+        return None
+    counts = np.asarray(counts[: int(result.n_iter) + 1])
+    return counts if counts.size and np.all(counts >= 0) else None
+
+
 def log_mixture_fit(run, cfg, result, x, summary: MixtureSummary, data_name: str) -> None:
     """Curve, scalars, parameters and plots of one fit into ``run``."""
     method, n_iter = summary.method, int(result.n_iter)
     run.log_curve("log_likelihood", np.asarray(result.curve[: n_iter + 1]))
+    if (counts := esteps_of(result)) is not None:  # E-steps made by each curve point
+        run.log_curve("esteps", counts)
     run.log_scalars(summary.metrics())
     run.set_tags({"degenerate": "false", "stop_reason": result.stop_reason,
                   "numerical_warnings": summary.warning or "none"})

@@ -49,11 +49,12 @@ def measure(cfg, fits: dict, init_seconds: float) -> dict:
     curves = {m: np.asarray(r.curve[: int(r.n_iter) + 1]) for m, (r, _) in fits.items()}
     spi = {m: s.seconds_per_iteration for m, (_, s) in fits.items()}
     per = {m: comparison.esteps_per_iteration(s.n_esteps, s.n_iter) for m, (_, s) in fits.items()}
+    esteps = {m: common.esteps_of(r) for m, (r, _) in fits.items()}
     to_target, target = comparison.time_to_target(curves, spi, cfg.target_gap, init_seconds,
-                                                  per)
+                                                  per, esteps)
     aligned = comparison.alignment({m: r.params for m, (r, _) in fits.items()})
     return {"curves": curves, "seconds_per_iteration": spi, "init_seconds": init_seconds,
-            "esteps_per_iteration": per,
+            "esteps_per_iteration": per, "esteps": esteps,
             "to_target": to_target, "target": target, "alignment": aligned,
             "metrics": comparison.per_method_metrics(
                 {m: s.metrics() for m, (_, s) in fits.items()}, to_target, aligned)}
@@ -140,8 +141,13 @@ def log_comparison(cfg, data_name: str, fits: dict, result: dict, parent) -> dic
         parent.log_curve(f"log_likelihood_by_us/{method}", curve,
                          step_scale=1e6 * result["seconds_per_iteration"][method],
                          step_offset=start_us)
-        parent.log_curve(f"log_likelihood_by_esteps/{method}", curve,
-                         step_scale=result["esteps_per_iteration"][method], step_offset=1)
+        counts = result["esteps"][method]
+        if counts is not None:  # the fit's own count at every point
+            parent.log_steps([(f"log_likelihood_by_esteps/{method}", v, s)
+                              for v, s in zip(curve, counts) if np.isfinite(v)])
+        else:
+            parent.log_curve(f"log_likelihood_by_esteps/{method}", curve,
+                             step_scale=result["esteps_per_iteration"][method], step_offset=1)
     best = max(s.final_log_likelihood for _, s in fits.values())
     parent.log_scalars({**result["metrics"], "target_log_likelihood": result["target"],
                         "best_final_log_likelihood": best})

@@ -32,28 +32,33 @@ def esteps_per_iteration(n_esteps: int | None, n_iter: int) -> float:
 
 
 def reach(curve, target: float, seconds_per_iteration: float, start_seconds: float,
-          esteps_per_iter: float = 1.0) -> dict:
+          esteps_per_iter: float = 1.0, esteps=None) -> dict:
     """``reached_target``, ``target_met_at_start`` and, when reached,
     ``iterations_to_target``, ``ms_to_target`` (start + iterations x per-iteration)
-    and ``esteps_to_target`` (the start's E-step + iterations x E-steps per iteration)."""
+    and ``esteps_to_target``: the fit's own count when it kept one per curve point
+    (``esteps``, ``FitResult.esteps``), else the start's E-step + iterations x E-steps
+    per iteration."""
     hit = first_reaching(curve, target)
     out = {"reached_target": float(hit is not None), "target_met_at_start": float(hit == 0)}
     if hit is not None:
         out["iterations_to_target"] = hit
         out["ms_to_target"] = 1e3 * (start_seconds + hit * seconds_per_iteration)
-        out["esteps_to_target"] = 1 + hit * esteps_per_iter
+        counted = esteps is not None and hit < len(esteps) and esteps[hit] >= 0
+        out["esteps_to_target"] = float(esteps[hit]) if counted else 1 + hit * esteps_per_iter
     return out
 
 
 def time_to_target(curves: dict, seconds_per_iteration: dict, target_gap: float,
-                   start_seconds: float = 0.0, esteps_per_iter: dict | None = None):
-    """``({method: metrics}, target)`` for curves ``curve[:n_iter + 1]`` (see module)."""
+                   start_seconds: float = 0.0, esteps_per_iter: dict | None = None,
+                   esteps: dict | None = None):
+    """``({method: metrics}, target)`` for curves ``curve[:n_iter + 1]`` (see module);
+    ``esteps``: each method's E-steps per curve point, where counted."""
     best = max(float(c[-1]) for c in curves.values())
     target = best - target_gap
-    per = esteps_per_iter or {}
+    per, counts = esteps_per_iter or {}, esteps or {}
     return {method: {"final_gap": best - float(curve[-1]),
                      **reach(curve, target, seconds_per_iteration[method], start_seconds,
-                             per.get(method, 1.0))}
+                             per.get(method, 1.0), counts.get(method))}
             for method, curve in curves.items()}, target
 
 

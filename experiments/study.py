@@ -28,9 +28,9 @@ of the setting, minus ``target_gap``. Per setting and method, ``study_summary.js
   persistent compilation cache already held the programs) and ``compile_cache_hits``.
 
 Time to target is the shared start plus iterations x the loop's per-iteration time
-(``experiments.timing``); E-steps to target is iterations x the method's E-steps per
-iteration (its ``n_esteps / n_iter``: exact for EM, one per iteration, an average for
-the accelerated methods). ``study_settings.png`` draws iterations and milliseconds to
+(``experiments.timing``); E-steps to target is the fit's own count at that point
+(its ``esteps`` curve, logged per run), or where a fit did not count them the start's
+plus iterations x its average E-steps per iteration. ``study_settings.png`` draws iterations and milliseconds to
 target against the swept setting, ``study_curves.png`` the gap to each setting's best
 value (``experiments.study_plots``).
 """
@@ -107,8 +107,11 @@ def collect(client: MlflowClient, experiment_id: str, sweep_id: str, parent_id: 
         if job_id not in jobs or run.info.status != "FINISHED":
             continue
         history = client.get_metric_history(run.info.run_id, "log_likelihood")
+        counts = client.get_metric_history(run.info.run_id, "esteps")
         record = {"run_id": run.info.run_id, "seed": jobs[job_id].data.tags.get("seed"),
                   "curve": np.array([m.value for m in sorted(history, key=lambda m: m.step)]),
+                  "esteps": np.array([m.value for m in sorted(counts, key=lambda m: m.step)])
+                  if counts else None,
                   **{q: run.data.metrics.get(q) for q in RUN_METRICS}}
         settings[name_of[job_id]]["methods"].setdefault(run.data.tags["method"], []).append(
             record)
@@ -123,8 +126,10 @@ def _to_target(record: dict, target: float) -> dict:
     t = int(hits[0])
     per_iter = esteps_per_iteration(record["n_esteps"] and int(record["n_esteps"]),
                                     int(record["n_iter"] or 0))
+    counts = record.get("esteps")
+    esteps = float(counts[t]) if counts is not None and t < len(counts) else 1 + t * per_iter
     ms = (record["init_ms"] or 0.0) + t * (record["ms_per_iteration"] or 0.0)
-    return {"iterations": t, "ms": ms, "esteps": 1 + t * per_iter, "at_start": t == 0}
+    return {"iterations": t, "ms": ms, "esteps": esteps, "at_start": t == 0}
 
 
 def _quartiles(values) -> dict:

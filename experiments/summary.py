@@ -74,6 +74,7 @@ class MixtureSummary:
         out of the loop's per-iteration time."""
         n_iter = int(result.n_iter)
         n_esteps = getattr(result, "n_esteps", None)
+        n_esteps = None if n_esteps is None or int(n_esteps) < 0 else n_esteps  # -1: not counted
         return cls(
             method=method, final_log_likelihood=float(result.curve[n_iter]), n_iter=n_iter,
             converged=bool(result.converged), fit_seconds=timing["fit_seconds"],

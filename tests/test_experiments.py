@@ -259,6 +259,10 @@ def test_compare_shares_the_start_and_describes_every_child(faithful_comparison,
     # EM's theory at its optimum: the rate of the EM map (mogjax.theory), and the rate
     # the curve shows (tol 1e-5 stops EM before its tail settles: the same order)
     assert 0.1 < metrics["em_rate"] < 0.5 and 0 < metrics["em_rate_empirical"] < 1
+    # E-steps to target: EM makes one per iteration after the start's
+    assert metrics["esteps_to_target/em"] == metrics["iterations_to_target/em"] + 1
+    esteps = client.get_metric_history(by_method["em"].info.run_id, "esteps")
+    assert sorted(m.value for m in esteps) == list(range(1, int(metrics["n_iter/em"]) + 2))
     assert "EM's theory at its optimum" in note
 
 
