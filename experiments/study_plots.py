@@ -86,6 +86,8 @@ def _plain_ticks(ax, x: bool = True, y: bool = True) -> None:
 QUANTITIES = (("iterations", "iterations or steps to target"),
               ("ms", "warm milliseconds to target"),
               ("esteps", "E-steps to target"))
+# Where a zero count is drawn on the log axis (0 iterations: the start meets the target).
+ZERO_AT = 0.5
 
 
 def plot_settings(summary: dict, *, title: str = ""):
@@ -95,7 +97,7 @@ def plot_settings(summary: dict, *, title: str = ""):
     panels = _panels(summary, axis)
     methods = list(dict.fromkeys(m for e in summary["settings"].values() for m in e["methods"]))
     fig, axes = plt.subplots(len(panels), 3, figsize=(15, 3.8 * len(panels) + 0.8),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     for row, (panel, points) in zip(axes, panels.items()):
         xs = np.array([x for x, _, _ in points], dtype=float)
         log_x = axis is not None and np.all(xs > 0) and xs.max() / xs.min() >= 4
@@ -112,7 +114,7 @@ def plot_settings(summary: dict, *, title: str = ""):
                         continue
                     xm = x * (1 + offset) if log_x else x + offset * (np.ptp(xs) or 1) * 0.5
                     runs = [r[quantity] for r in v["per_run"]] + [None] * v["failures"]
-                    got = [max(r, 1e-3) for r in runs if r is not None]
+                    got = [max(r, ZERO_AT) for r in runs if r is not None]
                     ax.scatter([xm] * len(got), got, color=_color(i), alpha=0.35, s=14,
                                marker=MARKERS[i % len(MARKERS)])
                     never = len(runs) - len(got)
@@ -122,10 +124,11 @@ def plot_settings(summary: dict, *, title: str = ""):
                                     xytext=(3, 3), textcoords="offset points")
                     q = _quartiles(runs)
                     if q is not None:
+                        q25, q50, q75 = (max(v, ZERO_AT) for v in q)
                         med_x.append(xm)
-                        med_y.append(q[1])
-                        lo.append(q[1] - q[0])
-                        hi.append(q[2] - q[1] if np.isfinite(q[2]) else 0.0)
+                        med_y.append(q50)
+                        lo.append(q50 - q25)
+                        hi.append(q75 - q50 if np.isfinite(q75) else 0.0)
                 ax.errorbar(med_x, med_y, yerr=[lo, hi], color=_color(i),
                             marker=MARKERS[i % len(MARKERS)],
                             ls=STYLES[i % len(STYLES)] if axis else "none",
@@ -134,6 +137,7 @@ def plot_settings(summary: dict, *, title: str = ""):
             ax.annotate("never reached (count)", (0.01, top), xycoords=("axes fraction", "data"),
                         fontsize=7, color="0.4", xytext=(0, -10), textcoords="offset points")
             ax.set_yscale("log")
+            ax.set_ylim(bottom=0.8 * ZERO_AT if quantity != "ms" else None)
             _plain_ticks(ax, x=False)
             if log_x:
                 ax.set_xscale("log")
@@ -151,8 +155,8 @@ def plot_settings(summary: dict, *, title: str = ""):
         row[0].legend(fontsize=7)
     fig.suptitle(f"{title}\nCost to each setting's target: a point per seed, the median "
                  "and interquartile range, crosses at the top for runs that never reached "
-                 "it", fontsize=10)
-    fig.tight_layout()
+                 f"it (their count beside); 0 iterations (the start meets it) at {ZERO_AT:g}",
+                 fontsize=10)
     return fig
 
 
@@ -182,7 +186,7 @@ def plot_curves(summary: dict, settings: dict, *, title: str = "", subtitle: str
     gap = summary["target_gap"]
     floor = gap * 1e-4
     fig, axes = plt.subplots(len(names), 2, figsize=(13, 3.4 * len(names) + 0.9),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     for row, name in zip(axes, names):
         entry = summary["settings"][name]
         best = entry["best_final_log_likelihood"]
@@ -212,11 +216,10 @@ def plot_curves(summary: dict, settings: dict, *, title: str = "", subtitle: str
             ax.set_ylabel("gap to the setting's best (nats per sample)")
             ax.set_title(name, fontsize=9)
             ax.grid(alpha=0.3, which="both")
-        row[0].legend(fontsize=7)
+    axes[0][0].legend(fontsize=7)
     fig.suptitle("\n".join(t for t in (title, "Gap to each setting's best final value: "
                                        "median over seeds, interquartile band", subtitle)
                            if t), fontsize=10)
-    fig.tight_layout()
     return fig
 
 
