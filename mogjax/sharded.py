@@ -48,7 +48,7 @@ from mogjax.missing import (
 from mogjax.mixture import MixtureParams
 from mogjax.results import FitResult, best_of, pick_best, raise_if_degenerate
 from mogjax.sharding import (
-    DATA_AXIS, ShardedData, ShardLayout, _check_mesh, default_mesh, shard_rows,
+    DATA_AXIS, ShardedData, ShardLayout, check_mesh, default_mesh, shard_rows,
 )
 from mogjax.suffstats import SufficientStats, stats_from_moments
 
@@ -353,7 +353,7 @@ def _fit_missing_sharded(x: np.ndarray, k, *, mesh, axis_name, covariance_type, 
     init_sample = v.check_int(init_sample, "init_sample", k)
     v.check_enough_samples(n if weight is None else int(jnp.sum(weight > 0)), k)
     user_init = v.check_user_init(init_params, k, d, covariance_type)
-    mesh = default_mesh(axis_name) if mesh is None else _check_mesh(mesh, axis_name)
+    mesh = default_mesh(axis_name) if mesh is None else check_mesh(mesh, axis_name)
     w = np.ones(n) if weight is None else np.asarray(weight, np.float64)
     observed = ~np.isnan(x)
     mass = (observed * w[:, None]).sum(axis=0)

@@ -58,7 +58,7 @@ def default_mesh(axis_name: str = DATA_AXIS) -> Mesh:
     return Mesh(np.asarray(jax.devices()), (axis_name,))
 
 
-def _check_mesh(mesh: Mesh, axis_name: str) -> Mesh:
+def check_mesh(mesh: Mesh, axis_name: str) -> Mesh:
     if not isinstance(mesh, Mesh):
         raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     if mesh.axis_names != (axis_name,):
@@ -137,7 +137,7 @@ def shard_rows(
       (5, 2, ('data',))
     """
     x = np.asarray(v.check_data(x))
-    mesh = default_mesh(axis_name) if mesh is None else _check_mesh(mesh, axis_name)
+    mesh = default_mesh(axis_name) if mesh is None else check_mesh(mesh, axis_name)
     layout = make_layout(mesh, axis_name, _rows_per_process(*x.shape))
     if sample_weight is not None:
         w = np.asarray(v.check_sample_weight(sample_weight, x.shape[0], x.dtype))
