@@ -549,11 +549,14 @@ ONLY_LEFT_OUT = ("seed", "progress_every")  # harmless when set: not refused
 
 
 def data_label(cfg) -> str:
-    """``data.name``, else a file's stem, else the source's name (``faithful``...)."""
+    """``data.name``, else a file's stem, separated data's dimension and separation
+    (``separated-d10-c0.5``), else the source's name (``faithful``...)."""
     if cfg.data.name:
         return str(cfg.data.name)
     if cfg.data.source == DataSource.file and cfg.data.path:
         return Path(str(cfg.data.path)).stem
+    if cfg.data.source == DataSource.separated:
+        return f"separated-d{cfg.data.n_features}-c{cfg.data.separation:g}"
     return plain(cfg.data.source)
 
 

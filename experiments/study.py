@@ -254,22 +254,19 @@ def _cell(quartiles: dict, fmt: str = ".3g") -> str:
 
 def describe(summary: dict, stop_rule: str = "") -> str:
     """The parent run's description: the table first, then how to read it."""
-    lines = ["| # | setting | EM rate | method | reached/runs | median iterations to "
-             "target | median ms to target | median E-steps to target | reached own best | "
-             "median E-steps to own best | median ms to own best | capped | failures |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| # | setting | EM rate | method | reached/runs | median ms to target | "
+             "median E-steps to target | reached own best | median E-steps to own best | "
+             "capped | failures |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for step, (name, entry) in enumerate(summary["settings"].items()):
         rate = entry.get("median_em_rate", entry.get("median_em_rate_empirical"))
         for i, (method, v) in enumerate(entry["methods"].items()):
             shown = ("-" if rate is None else f"{rate:.4g}") if i == 0 else ""
             lines.append(
                 f"| {step} | {name if i == 0 else ''} | {shown} | {method} | "
-                f"{v['reached_target']}/{v['runs']} | "
-                f"{_cell(v['iterations_to_target'], '.0f')} | {_cell(v['ms_to_target'])} | "
+                f"{v['reached_target']}/{v['runs']} | {_cell(v['ms_to_target'])} | "
                 f"{_cell(v['esteps_to_target'], '.0f')} | "
                 f"{v['comparison_target']['reached_target']}/{v['runs']} | "
                 f"{_cell(v['comparison_target']['esteps_to_target'], '.0f')} | "
-                f"{_cell(v['comparison_target']['ms_to_target'])} | "
                 f"{v['capped']} | {v['failures']} |")
     gap = summary["target_gap"]
     return "\n".join(lines) + (
@@ -290,7 +287,8 @@ def describe(summary: dict, stop_rule: str = "") -> str:
         "EM's curve), near 1 where EM is slow"
         + (f" ({stop_rule})" if stop_rule else "") + ". The headline metrics "
         "(`median_ms_to_target/<method>`...) have the setting's # as their step.\n\n"
-        "Artifacts: `study_summary.csv` / `.json` (per run too), `study_settings.png` "
+        "Iterations to each target and milliseconds to each comparison's own best are in "
+        "`study_summary.csv` / `.json` (per run too). Artifacts: `study_settings.png` "
         "(cost to target against the swept setting), `study_curves.png` (gap to each "
         "setting's best value).")
 
