@@ -353,8 +353,11 @@ def em_theory(cfg, result, x, weights=None) -> dict[str, float]:
                "responsibility_entropy": theory.mean_normalized_entropy(result.params, x)}
         if mg.n_parameters(result.params) <= cfg.theory.max_parameters and np.all(
                 np.isfinite(x)):
-            out["em_rate"] = theory.em_rate(result.params, x,
-                                            max_dense=int(cfg.theory.max_parameters))
+            try:  # the MLE map (reg_covar 0) has no derivative at a collapsed component
+                out["em_rate"] = theory.em_rate(result.params, x,
+                                                max_dense=int(cfg.theory.max_parameters))
+            except (ValueError, np.linalg.LinAlgError):
+                pass
         return {k: float(v) for k, v in out.items() if np.isfinite(v)}
 
     try:
