@@ -62,6 +62,18 @@ def time_to_target(curves: dict, seconds_per_iteration: dict, target_gap: float,
             for method, curve in curves.items()}, target
 
 
+NEVER = 1e300  # stands for inf (never reached) while quantiles interpolate
+
+
+def quartiles(values) -> tuple[float, float, float]:
+    """(q25, median, q75) of ``values`` where ``inf`` means never: a quartile that is
+    never, or falls between a value and a never, is ``inf`` (NumPy's interpolation
+    would give ``0 x inf = nan`` there)."""
+    finite = np.minimum(np.asarray(values, dtype=float), NEVER)
+    q = np.percentile(finite, [25, 50, 75])
+    return tuple(float(v) if v < NEVER / 2 else float("inf") for v in q)
+
+
 def reference_method(methods) -> str:
     """The method every other is aligned to: EM when compared, else the first."""
     return "em" if "em" in methods else list(methods)[0]

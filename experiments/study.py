@@ -45,7 +45,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from experiments import tracking
-from experiments.comparison import esteps_per_iteration
+from experiments.comparison import esteps_per_iteration, quartiles
 from experiments.store import tracking_uri
 
 # Metrics of a method run that the summary reads (``experiments.summary.scalars``).
@@ -140,8 +140,7 @@ def _quartiles(values) -> dict:
     """Median and quartiles of ``values`` (inf = never); a quartile that is inf is None."""
     if not len(values):
         return {"median": None, "q25": None, "q75": None}
-    with np.errstate(invalid="ignore"):  # inf - inf between two runs that never reached
-        q25, q50, q75 = np.percentile(np.asarray(values, dtype=float), [25, 50, 75])
+    q25, q50, q75 = quartiles(values)
     as_value = lambda v: float(v) if np.isfinite(v) else None
     return {"median": as_value(q50), "q25": as_value(q25), "q75": as_value(q75)}
 

@@ -14,6 +14,7 @@ each setting's target, and how each method closed the gap.
 
 import numpy as np
 
+from experiments.comparison import quartiles
 from experiments.configs import plain
 
 STYLES = ("-", "--", ":", "-.")
@@ -162,12 +163,10 @@ def plot_settings(summary: dict, *, title: str = ""):
 
 def _quartiles(runs: list) -> tuple | None:
     """(q25, median, q75) with never-reached runs as inf; None when the median is."""
-    values = np.array([np.inf if r is None else r for r in runs], dtype=float)
-    if not values.size:
+    if not runs:
         return None
-    with np.errstate(invalid="ignore"):
-        q = np.percentile(values, [25, 50, 75])
-    return tuple(q) if np.isfinite(q[1]) else None
+    q = quartiles([np.inf if r is None else r for r in runs])
+    return q if np.isfinite(q[1]) else None
 
 
 def _held(curves: list) -> np.ndarray:
