@@ -692,3 +692,33 @@ def test_mean_shift_runs_are_named_by_bandwidth(cfg_factory, store):
     assert run.data.metrics["n_clusters"] == summary.n_clusters >= 1
     assert float(run.data.params["algorithm.bandwidth"]) == pytest.approx(summary.bandwidth)
     assert not any(k.startswith(("model.", "stop.", "optimizer.")) for k in run.data.params)
+
+
+def test_a_method_that_never_reaches_the_target_has_no_median():
+    """``study.summarize`` on made-up records: a run that failed or never reached
+    counts as never in every median (no number from the runs that did)."""
+    from experiments import study
+
+    def record(curve, seed):
+        return {"run_id": f"r{seed}", "seed": str(seed), "curve": np.array(curve),
+                "esteps": None, "final_log_likelihood": curve[-1], "n_iter": len(curve) - 1,
+                "n_esteps": len(curve), "ms_per_iteration": 1.0, "init_ms": 0.5, "fit_ms": 9.0,
+                "compile_ms": 0.0, "compile_cache_hits": 0, "capped": float(seed == 0),
+                "own": {"reached_target": 1.0, "iterations_to_target": 1,
+                        "ms_to_target": 1.5, "esteps_to_target": 2}}
+
+    fast = [record([-2.0, -1.0], s) for s in range(5)]  # reaches -1 at iteration 1
+    slow = [record([-2.0, -1.5, -1.0], s) for s in range(3)] + [record([-2.0, -1.5], 3)]
+    never = [record([-2.0, -1.5], s) for s in range(5)]
+    settings = {"s": {"values": {}, "jobs": 5, "theory": [],
+                      "methods": {"fast": fast, "slow": slow, "never": never}}}
+    out = study.summarize(settings, target_gap=1e-3)["s"]
+    assert out["target"] == pytest.approx(-1.0 - 1e-3)
+    fast, slow, never = (out["methods"][m] for m in ("fast", "slow", "never"))
+    assert fast["reached_target"] == 5 and fast["iterations_to_target"]["median"] == 1
+    assert fast["ms_to_target"]["median"] == pytest.approx(1.5) and fast["capped"] == 1
+    # 3 of 5 reached (the fifth job failed: no record): the median is the third
+    assert slow["reached_target"] == 3 and slow["failures"] == 1
+    assert slow["iterations_to_target"] == {"median": 2.0, "q25": 2.0, "q75": None}
+    assert never["reached_target"] == 0 and never["iterations_to_target"]["median"] is None
+    assert "never" in study.describe({"target_gap": 1e-3, "settings": {"s": out}})
