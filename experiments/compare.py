@@ -158,6 +158,7 @@ def log_comparison(cfg, data_name: str, fits: dict, result: dict, parent) -> dic
         methods = " vs ".join(cfg.compare)
         cov = common.model_kwargs(cfg)["covariance_type"]
         fig = plot_curves(result["curves"], seconds=result["seconds_per_iteration"],
+                          start_seconds=result["init_seconds"],
                           units={m: unit(m) for m in cfg.compare},
                           title=f"{methods} on {data_name}, k={cfg.model.k}, {cov} "
                                 "covariances, one shared start",

@@ -90,13 +90,16 @@ def _unit_label(units: dict) -> str:
 
 def plot_curves(curves: dict, *, seconds: dict | None = None, units: dict | None = None,
                 title: str = "", subtitle: str = "", target: float | None = None,
-                ylabel: str = "mean log-likelihood (nats per sample)"):
+                ylabel: str = "mean log-likelihood (nats per sample)",
+                start_seconds: float = 0.0):
     """Mean log-likelihood curves against iterations (and warm milliseconds).
 
     Args:
       curves: name -> 1-D array of mean log-likelihood, entry ``t`` after ``t``
         iterations or steps (NaN-padded ok).
       seconds: name -> warm seconds per iteration, for a second panel against time.
+      start_seconds: where point 0 sits on the time axis (the shared start, timed
+        apart: point t at start + t x seconds per iteration).
       units: name -> what one entry is (``"iteration"``, ``"step"``); default iteration.
       title, subtitle: the figure's title and a second line (e.g. the stopping rule).
       target: a value drawn as a dashed line (e.g. the target of time-to-target).
@@ -124,13 +127,15 @@ def plot_curves(curves: dict, *, seconds: dict | None = None, units: dict | None
             label += f" (on top of {', '.join(same)}: the same values)"
         axes[0].plot(steps, curve, color=color, label=label, **style)
         if seconds:
-            ms = steps * seconds[name] * 1e3
+            ms = (start_seconds + steps * seconds[name]) * 1e3
             times.append((ms[-1], ms[1] if len(ms) > 1 else ms[-1]))
             axes[1].plot(ms, curve, color=color, label=name, **style)
     axes[0].set_xlabel(_unit_label(units))
     _maybe_log_x(axes[0], lengths, 1.0)
     if seconds:
-        axes[1].set_xlabel("warm milliseconds (iteration t at t x warm total / iterations)")
+        axes[1].set_xlabel("warm milliseconds (point t at start + t x time per iteration)"
+                           if start_seconds else
+                           "warm milliseconds (iteration t at t x warm total / iterations)")
         _maybe_log_x(axes[1], [t for t, _ in times], min(s for _, s in times) or 1e-3)
     for ax in axes:
         if target is not None:
