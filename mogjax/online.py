@@ -105,12 +105,7 @@ def online_step(
     """
     stats = chunk_statistics(params, batch, n_valid, running.center, block_size=block_size,
                              weighted=weighted)
-    new_running = blend(running, per_point(stats), eta)
-    new_params = m_step(new_running, reg_covar, equal_weights=equal_weights)
-    ok = is_finite(new_params) & jnp.isfinite(stats.log_likelihood)
-    keep = lambda a, b: jnp.where(ok, a, b)
-    params, running = jax.tree.map(keep, (new_params, new_running), (params, running))
-    return params, running, stats.mean_log_likelihood, ok
+    return _blended(params, running, stats, eta, reg_covar, equal_weights)
 
 
 @functools.partial(jax.jit, static_argnames=("equal_weights", "block_size"))
@@ -125,6 +120,13 @@ def missing_online_step(params: MixtureParams, running: SufficientStats, batch, 
     sums = pattern_moments(terms, data, center, params.covariance_type, weight, None,
                            block_size)
     stats = expected_stats(params, data.patterns, center, sums)
+    return _blended(params, running, stats, eta, reg_covar, equal_weights)
+
+
+def _blended(params, running, stats, eta, reg_covar, equal_weights: bool):
+    """One stepwise-EM update from a batch's ``stats``: blend them into ``running``
+    by ``eta``, M-step; a step whose parameters or likelihood are not finite is
+    undone. Returns ``(params, running, batch mean log-likelihood, ok)``."""
     new_running = blend(running, per_point(stats), eta)
     new_params = m_step(new_running, reg_covar, equal_weights=equal_weights)
     ok = is_finite(new_params) & jnp.isfinite(stats.log_likelihood)
